@@ -1,0 +1,1 @@
+"""Stage 3: the runtime on the robot (numpy, OpenCV, ONNX Runtime or TensorRT; no torch)."""

@@ -1,0 +1,1 @@
+"""Stage 2: PyTorch -> ONNX -> TensorRT with a parity check against PyTorch."""

@@ -1,0 +1,1 @@
+"""Stage 1, offline on a workstation: generate, annotate, split, train, evaluate."""

@@ -1,0 +1,1 @@
+"""Procedural orchard renderer: the embedded, offline image generator with exact masks."""

@@ -1,0 +1,274 @@
+"""The ``pomona`` command: a thin typer layer over the stage functions.
+
+Heavy libraries (torch, ultralytics, gradio) are imported inside commands, so ``pomona run`` on
+a robot never loads the training stack. Every :class:`PomonaError` becomes one line on stderr
+and exit code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from pomona.errors import PomonaError
+
+app = typer.Typer(
+    help="pomona: apple instance segmentation trained only on synthetic, automatically labelled orchards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+evaluate_app = typer.Typer(help="Measure label quality or a model's accuracy.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+def _emit(result: dict, as_json: bool, table_title: str = "") -> None:
+    """--json: one JSON object on stdout and nothing else; otherwise a readable table."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=table_title or None)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in _flatten(result):
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def _flatten(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        elif not isinstance(v, list):
+            yield f"{prefix}{k}", v
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640' -> (640, 640); '1280x720' or '1280,720' -> (1280, 720) as (width, height)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        vals = [int(p) for p in parts if p]
+    except ValueError:
+        raise PomonaError(f"--size must be N or WxH, got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 32 or max(vals) > 8192:
+        raise PomonaError(f"--size must be N or WxH with sides in 32..8192, got {text!r}")
+    return vals[0], vals[1]
+
+
+class Backend(str, Enum):
+    procedural = "procedural"
+    diffusers = "diffusers"
+
+
+@app.command()
+def generate(
+    out: Path = typer.Argument(..., help="Output dataset folder (images/, labels/, manifest.jsonl)."),
+    n: int = typer.Option(100, "--n", help="Number of images."),
+    backend: Backend = typer.Option(Backend.procedural, help="procedural (offline renderer with exact masks) or diffusers (text-to-image)."),
+    size: str = typer.Option("640", help="Image size: N, WxH, or 'W H'."),
+    seed: int = typer.Option(0, help="Base seed; image i uses seed + i."),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt file, one prompt per line (default: built-in set)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes (default: all cores)."),
+    video: bool = typer.Option(False, "--video", help="Procedural: render a drive-by video along a row instead of stills."),
+    frames: int = typer.Option(90, help="--video: number of frames."),
+    model: Optional[str] = typer.Option(None, help="diffusers: Hub id or local folder of a text-to-image pipeline."),
+    steps: Optional[int] = typer.Option(None, help="diffusers: inference steps (default per model)."),
+    guidance: Optional[float] = typer.Option(None, help="diffusers: guidance scale (default per model)."),
+    batch: int = typer.Option(1, help="diffusers: images per pipeline call."),
+    negative_prompt: Optional[str] = typer.Option(None, help="diffusers: negative prompt."),
+    device: Optional[str] = typer.Option(None, help="diffusers: cuda, cpu, ... (default: cuda if available)."),
+) -> None:
+    """Generate synthetic orchard images (and, for the procedural backend, exact apple masks)."""
+    from pomona.pipeline.generate import generate as run_generate
+
+    report = run_generate(out, n=n, backend=backend.value, size=parse_size(size), seed=seed, prompts=prompts,
+                          workers=workers, video=video, frames=frames, model=model, steps=steps, guidance=guidance,
+                          batch=batch, negative_prompt=negative_prompt, device=device)
+    typer.echo(report)
+
+
+class Labeler(str, Enum):
+    gt = "gt"
+    yolo_sam = "yolo-sam"
+    model = "model"
+
+
+@app.command()
+def annotate(
+    dataset: Path = typer.Argument(..., help="Dataset folder with images/."),
+    labeler: Labeler = typer.Option(Labeler.gt, help="gt: renderer's exact masks; yolo-sam: detector boxes -> SAM masks; model: a trained YOLO-seg model as teacher."),
+    detector: Optional[str] = typer.Option(None, help="Detector weights (yolo-sam: default yolo11x.pt; model: the teacher .pt)."),
+    segmenter: Optional[str] = typer.Option(None, help="SAM weights: sam2.1_b.pt (default), sam_b.pt, mobile_sam.pt, sam_vit_b_01ec64.pth, ..."),
+    conf: float = typer.Option(0.25, help="Detector confidence threshold."),
+    min_score: float = typer.Option(0.0, "--min-score", help="Drop labels whose confidence is below this."),
+    min_area: int = typer.Option(30, "--min-area", help="Drop mask fragments smaller than this (pixels)."),
+    fill_holes: bool = typer.Option(False, "--fill-holes", help="Fill holes inside masks."),
+    refine: bool = typer.Option(False, "--refine", help="model labeller: refine the teacher's boxes with SAM."),
+    imgsz: int = typer.Option(640, help="Detector inference size."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:0 ... (default: cuda if available)."),
+) -> None:
+    """Label apples automatically: YOLO-seg labels/*.txt and COCO annotations.json (RLE, scores)."""
+    from pomona.pipeline.annotate import annotate as run_annotate
+
+    report = run_annotate(dataset, labeler=labeler.value, detector=detector, segmenter=segmenter, conf=conf,
+                          min_score=min_score, min_area=min_area, fill_holes=fill_holes, refine=refine,
+                          imgsz=imgsz, device=device)
+    typer.echo(report)
+
+
+@app.command()
+def split(
+    datasets: List[Path] = typer.Argument(..., help="One or more dataset folders (e.g. procedural + generated)."),
+    val: float = typer.Option(0.1, help="Fraction of source groups for validation."),
+    test: float = typer.Option(0.0, help="Fraction of source groups for test."),
+    seed: int = typer.Option(0),
+    out: Optional[Path] = typer.Option(None, help="Where data.yaml goes (default: the first dataset; required for several)."),
+) -> None:
+    """Split by source group (no near-duplicates across splits) and write data.yaml."""
+    from pomona.pipeline.split import split as run_split
+
+    typer.echo(run_split(datasets, val=val, test=test, seed=seed, out=out))
+
+
+@app.command()
+def train(
+    data_yaml: Path = typer.Argument(..., help="data.yaml (from pomona split)."),
+    model: str = typer.Option("yolo11n-seg.yaml", help="A model yaml (train from scratch) or a .pt to fine-tune."),
+    epochs: int = typer.Option(30),
+    imgsz: int = typer.Option(320),
+    batch: int = typer.Option(16),
+    out: Path = typer.Option(Path("runs/train"), help="Run folder; weights land in OUT/weights/best.pt."),
+    workers: Optional[int] = typer.Option(None, help="Dataloader workers (default: all cores)."),
+    device: Optional[str] = typer.Option(None, help="cpu, 0, cuda:0 ... (default: cuda if available)."),
+    recipe: Optional[str] = typer.Option(None, help="Named recipe (pomona/recipes/NAME.yaml) for augmentation etc."),
+) -> None:
+    """Train YOLO11-seg with Ultralytics, offline."""
+    from pomona.pipeline.train import train as run_train
+
+    best = run_train(data_yaml, model=model, epochs=epochs, imgsz=imgsz, batch=batch, out=out, workers=workers,
+                     device=device, recipe=recipe)
+    typer.echo(f"best weights: {best}")
+
+
+@evaluate_app.command("labels")
+def evaluate_labels(
+    pred_dir: Path = typer.Argument(..., help="Labels to judge: a labels/ folder, a dataset folder or a COCO json."),
+    ref_dir: Path = typer.Argument(..., help="Reference labels: same forms."),
+    iou: float = typer.Option(0.5, help="IoU for a match."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Label quality as in the paper: matched Dice and IoU, precision, recall, F1."""
+    from pomona.pipeline.evaluate import evaluate_labels as run
+
+    _emit(run(pred_dir, ref_dir, iou=iou), as_json, "label quality")
+
+
+@evaluate_app.command("model")
+def evaluate_model(
+    weights: Path = typer.Argument(..., help="A trained model (.pt or .onnx)."),
+    data_yaml: Path = typer.Argument(..., help="data.yaml to evaluate on."),
+    split_name: str = typer.Option("val", "--split", help="val or test."),
+    imgsz: int = typer.Option(320),
+    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and the picture grid (default: next to the weights)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Box and mask precision, recall, mAP50, mAP50-95; writes metrics.json and a prediction grid."""
+    from pomona.pipeline.evaluate import evaluate_model as run
+
+    _emit(run(weights, data_yaml, split=split_name, imgsz=imgsz, out=out), as_json, "model accuracy")
+
+
+@app.command()
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), help="Run folder."),
+    real: Optional[Path] = typer.Option(None, help="data.yaml of real photos for evaluation only (default: ../shared/data/fuji-apple-dev if present)."),
+    n: int = typer.Option(240, "--n", help="Synthetic images to render."),
+    epochs: int = typer.Option(20),
+    imgsz: int = typer.Option(320),
+) -> None:
+    """The whole pipeline offline on CPU: render, label, split, train, evaluate, export, report."""
+    from pomona.pipeline.quickstart import quickstart as run
+
+    report = run(out, real=real, n=n, epochs=epochs, imgsz=imgsz)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def recipe(name: str = typer.Argument(..., help="Recipe name, e.g. sim2real."),
+           out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/NAME).")) -> None:
+    """Run a named end-to-end recipe (pomona/recipes/NAME.yaml)."""
+    from pomona.pipeline.recipe import run_recipe
+
+    typer.echo(f"report: {run_recipe(name, out)}")
+
+
+@app.command()
+def demo(
+    model: Optional[Path] = typer.Option(None, help="Model (.onnx, .engine, .pt); default: the quickstart's."),
+    host: str = typer.Option("127.0.0.1", help="Bind address; 0.0.0.0 exposes the demo on the robot's network."),
+    port: int = typer.Option(7860),
+) -> None:
+    """Field demo in the browser (Gradio), on the edge runtime."""
+    from pomona.edge.demo import launch
+
+    launch(model=model, host=host, port=port)
+
+
+def _register_stage_commands() -> None:
+    """export/run/bench live with their stages; their modules import only typer at load time."""
+    from pomona.edge import commands as edge_commands
+    from pomona.export import commands as export_commands
+
+    app.command("export")(export_commands.export)
+    app.command("run")(edge_commands.run)
+    app.command("bench")(edge_commands.bench)
+
+
+_register_stage_commands()
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """Accept ``--size W H`` (two numbers) as well as ``--size WxH``."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--size" and i + 2 < len(argv) and argv[i + 1].isdigit() and argv[i + 2].isdigit():
+            out += ["--size", f"{argv[i + 1]}x{argv[i + 2]}"]
+            i += 3
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    try:
+        app(args=args, prog_name="pomona", standalone_mode=False)
+    except PomonaError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+    except (typer.Abort, typer.Exit) as e:  # click's own exits
+        raise SystemExit(getattr(e, "exit_code", 1)) from None
+    except Exception as e:  # click usage errors (typer vendors click) arrive here in non-standalone mode
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
+            e.show()
+            raise SystemExit(e.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""``Instances``: the one interchange type for apple instances.
+
+Every stage speaks it: the renderer and the labellers produce it, datasets are read into it,
+evaluation compares two of them, and the edge runtime returns it per frame. Pure numpy, so the
+edge path can use it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from pomona import masks as mask_ops
+
+
+@dataclass
+class Instances:
+    """N instances in an image of size ``image_size`` = (height, width).
+
+    boxes: (N, 4) float32 xyxy pixels. masks: (N, H, W) bool at image resolution, or None for
+    box-only results. scores: (N,) float32 (1.0 for ground truth). class_ids: (N,) int64.
+    track_ids: (N,) int64 or None (set by tracking).
+    """
+
+    boxes: np.ndarray
+    masks: np.ndarray | None
+    scores: np.ndarray
+    class_ids: np.ndarray
+    image_size: tuple[int, int]
+    track_ids: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        n = len(self.boxes)
+        self.scores = np.asarray(self.scores, np.float32).reshape(n)
+        self.class_ids = np.asarray(self.class_ids, np.int64).reshape(n)
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.masks is not None:
+            self.masks = np.asarray(self.masks, bool).reshape(n, *self.image_size)
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids, np.int64).reshape(n)
+
+    # --- construction ---------------------------------------------------------------------------
+    @classmethod
+    def empty(cls, image_size: tuple[int, int], with_masks: bool = True) -> "Instances":
+        h, w = image_size
+        return cls(np.zeros((0, 4)), np.zeros((0, h, w), bool) if with_masks else None, [], [], image_size)
+
+    @classmethod
+    def from_masks(
+        cls,
+        masks: np.ndarray | Sequence[np.ndarray],
+        scores: np.ndarray | None = None,
+        class_ids: np.ndarray | None = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> "Instances":
+        """Boxes are derived from the masks (tight)."""
+        if image_size is None:
+            image_size = tuple(np.asarray(masks[0]).shape[:2]) if len(masks) else (0, 0)
+        stack = np.asarray(masks, bool).reshape(-1, *image_size) if len(masks) else np.zeros((0, *image_size), bool)
+        n = len(stack)
+        return cls(
+            mask_ops.masks_to_boxes(stack),
+            stack,
+            np.ones(n, np.float32) if scores is None else scores,
+            np.zeros(n, np.int64) if class_ids is None else class_ids,
+            image_size,
+        )
+
+    @classmethod
+    def concat(cls, items: Sequence["Instances"]) -> "Instances":
+        if not items:
+            raise ValueError("concat needs at least one Instances")
+        size = items[0].image_size
+        with_masks = all(i.masks is not None for i in items)
+        with_tracks = all(i.track_ids is not None for i in items)
+        return cls(
+            np.concatenate([i.boxes for i in items]),
+            np.concatenate([i.masks for i in items]) if with_masks else None,
+            np.concatenate([i.scores for i in items]),
+            np.concatenate([i.class_ids for i in items]),
+            size,
+            np.concatenate([i.track_ids for i in items]) if with_tracks else None,
+        )
+
+    # --- container protocol -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index) -> "Instances":
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Instances(
+            self.boxes[index],
+            None if self.masks is None else self.masks[index],
+            self.scores[index],
+            self.class_ids[index],
+            self.image_size,
+            None if self.track_ids is None else self.track_ids[index],
+            dict(self.meta),
+        )
+
+    # --- derived quantities -------------------------------------------------------------------------
+    @property
+    def areas(self) -> np.ndarray:
+        """Mask areas in pixels (box areas when there are no masks)."""
+        if self.masks is None:
+            return ((self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])).astype(np.float32)
+        return self.masks.reshape(len(self), -1).sum(1).astype(np.float32)
+
+    @property
+    def centroids(self) -> np.ndarray:
+        """(N, 2) x, y centroid of each mask (box centre when there are no masks or the mask is empty)."""
+        centres = np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) / 2, (self.boxes[:, 1] + self.boxes[:, 3]) / 2], 1)
+        if self.masks is None or len(self) == 0:
+            return centres.astype(np.float32)
+        out = centres.astype(np.float32)
+        for i, m in enumerate(self.masks):
+            ys, xs = np.nonzero(m)
+            if len(xs):
+                out[i] = (xs.mean(), ys.mean())
+        return out
+
+    def polygons(self) -> list[np.ndarray]:
+        """One (bridged) pixel polygon per instance; the box outline where there is no mask."""
+        if self.masks is None:
+            return [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32) for x0, y0, x1, y1 in self.boxes]
+        return [mask_ops.mask_to_polygon(m) for m in self.masks]
+
+    def with_masks_cleaned(self, min_area: int = 0, fill: bool = False, exclusive: bool = True) -> "Instances":
+        """Shared label clean-up: holes filled, fragments under ``min_area`` px dropped, overlaps
+        resolved (higher score wins), then instances left empty removed and boxes re-derived."""
+        if self.masks is None or len(self) == 0:
+            return self
+        masks = self.masks.copy()
+        if fill:
+            masks = np.stack([mask_ops.fill_holes(m) for m in masks])
+        if exclusive:
+            masks = mask_ops.resolve_overlaps(masks, np.argsort(-self.scores, kind="stable"))
+        masks = np.stack([mask_ops.remove_small_fragments(m, min_area) for m in masks])
+        keep = masks.reshape(len(masks), -1).sum(1) >= max(min_area, 1)
+        out = Instances(mask_ops.masks_to_boxes(masks), masks, self.scores, self.class_ids, self.image_size, self.track_ids)
+        return out[np.flatnonzero(keep)]
+
+    # --- interop ------------------------------------------------------------------------------------
+    def to_supervision(self):
+        """As ``supervision.Detections`` (for drawing and ByteTrack)."""
+        import supervision as sv
+
+        return sv.Detections(
+            xyxy=self.boxes.copy(),
+            mask=None if self.masks is None else self.masks,
+            confidence=self.scores.copy(),
+            class_id=self.class_ids.astype(int),
+            tracker_id=None if self.track_ids is None else self.track_ids.astype(int),
+        )
+
+    @classmethod
+    def from_supervision(cls, detections, image_size: tuple[int, int]) -> "Instances":
+        n = len(detections)
+        return cls(
+            detections.xyxy,
+            detections.mask,
+            np.ones(n) if detections.confidence is None else detections.confidence,
+            np.zeros(n) if detections.class_id is None else detections.class_id,
+            image_size,
+            detections.tracker_id,
+        )
+
+    @classmethod
+    def from_ultralytics(cls, result) -> "Instances":
+        """From one ``ultralytics.engine.results.Results``; masks resized to the original image."""
+        h, w = result.orig_shape
+        boxes = result.boxes
+        n = 0 if boxes is None else len(boxes)
+        if n == 0:
+            return cls.empty((h, w))
+        masks = None
+        if result.masks is not None:
+            import cv2
+
+            data = result.masks.data.cpu().numpy()
+            if data.shape[1:] != (h, w):  # retina_masks=False gives masks at inference size
+                from ultralytics.utils.ops import scale_image
+
+                data = scale_image(data.transpose(1, 2, 0).astype(np.float32), (h, w)).transpose(2, 0, 1)
+                data = data.reshape(n, h, w)
+            masks = data > 0.5
+        return cls(
+            boxes.xyxy.cpu().numpy(),
+            masks,
+            boxes.conf.cpu().numpy(),
+            boxes.cls.cpu().numpy().astype(np.int64),
+            (h, w),
+            None if boxes.id is None else boxes.id.cpu().numpy(),
+        )
+
+    def to_records(self, with_polygons: bool = False, decimals: int = 1) -> list[dict]:
+        """JSON-ready per-instance dicts (box, score, class, mask area, centroid, optional polygon)."""
+        areas, cents = self.areas, self.centroids
+        polys = self.polygons() if with_polygons else None
+        out = []
+        for i in range(len(self)):
+            rec = {
+                "box": [round(float(v), decimals) for v in self.boxes[i]],
+                "score": round(float(self.scores[i]), 4),
+                "class_id": int(self.class_ids[i]),
+                "area": int(areas[i]),
+                "centroid": [round(float(v), decimals) for v in cents[i]],
+            }
+            if self.track_ids is not None:
+                rec["track_id"] = int(self.track_ids[i])
+            if polys is not None:
+                rec["polygon"] = np.round(polys[i], decimals).tolist()
+            out.append(rec)
+        return out
