@@ -193,9 +193,9 @@ def evaluate_model(
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), help="Run folder."),
     real: Optional[Path] = typer.Option(None, help="data.yaml of real photos for evaluation only (default: ../shared/data/fuji-apple-dev if present)."),
-    n: int = typer.Option(240, "--n", help="Synthetic images to render."),
-    epochs: int = typer.Option(20),
-    imgsz: int = typer.Option(320),
+    n: Optional[int] = typer.Option(None, "--n", help="Synthetic images to render (default: the recipe's)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the recipe's)."),
+    imgsz: Optional[int] = typer.Option(None, help="Train/eval image size (default: the recipe's)."),
 ) -> None:
     """The whole pipeline offline on CPU: render, label, split, train, evaluate, export, report."""
     from pomona.pipeline.quickstart import quickstart as run

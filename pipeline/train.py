@@ -1,0 +1,69 @@
+"""Stage: train YOLO11-seg with Ultralytics, offline, from a model yaml (scratch) or a .pt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pomona.dataset import read_data_yaml
+from pomona.errors import PomonaError
+from pomona.offline import online
+
+
+def _skip_amp_download() -> None:
+    """On CUDA, Ultralytics' AMP check downloads yolo26n.pt; offline we trust AMP instead of hanging on it."""
+    import ultralytics.engine.trainer as trainer
+    from ultralytics.utils import LOGGER, WEIGHTS_DIR
+
+    if online() or (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
+        return
+    original = trainer.check_amp
+
+    def check_amp(model):
+        if next(model.parameters()).device.type != "cuda":
+            return original(model)  # returns False without downloading on CPU/MPS
+        LOGGER.info("AMP: offline, skipping the download-based check; training with AMP")
+        return True
+
+    trainer.check_amp = check_amp
+
+
+def load_recipe_section(recipe: str | None, section: str) -> dict:
+    if not recipe:
+        return {}
+    from pomona.pipeline.recipe import load_recipe
+
+    return dict(load_recipe(recipe).get(section) or {})
+
+
+def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, imgsz: int = 320, batch: int = 16,
+          out: Path = Path("runs/train"), workers: int | None = None, device: str | None = None,
+          recipe: str | None = None, **overrides) -> Path:
+    """Train and return ``OUT/weights/best.pt``. ``overrides`` are passed to Ultralytics (augmentation, lr, ...)."""
+    from pomona.pipeline.weights import load_yolo
+
+    if epochs < 1 or imgsz < 32 or batch < 1:
+        raise PomonaError(f"epochs, imgsz and batch must be positive (got {epochs}, {imgsz}, {batch})")
+    spec = read_data_yaml(data_yaml)  # one-line errors for a data.yaml pointing nowhere
+    spec.images("train")
+    yolo = load_yolo(model, "model")
+    if yolo.task != "segment":
+        raise PomonaError(f"model '{model}' is a {yolo.task} model; pomona trains segmentation models (e.g. yolo11n-seg.yaml)")
+    _skip_amp_download()
+    import torch
+
+    from pomona.pipeline.generate import default_workers
+
+    out = Path(out).resolve()
+    args = dict(
+        data=str(spec.yaml_path), epochs=epochs, imgsz=imgsz, batch=batch, project=str(out.parent), name=out.name,
+        exist_ok=True, workers=workers if workers is not None else default_workers(),
+        device=device or ("0" if torch.cuda.is_available() else "cpu"), plots=True, verbose=False,
+        pretrained=not str(model).endswith(".yaml"),
+    )
+    args.update(load_recipe_section(recipe, "train"))
+    args.update(overrides)
+    yolo.train(**args)
+    best = out / "weights" / "best.pt"
+    if not best.is_file():
+        raise PomonaError(f"training finished but {best} was not written")
+    return best

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny hand-made datasets (no renderer, no model) for the core tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("POMONA_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "pomona-test"))
+
+from pomona.dataset import write_labels  # noqa: E402
+from pomona.instances import Instances  # noqa: E402
+
+
+def disc(h: int, w: int, cx: int, cy: int, r: int) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    cv2.circle(m, (cx, cy), r, 1, -1)
+    return m.astype(bool)
+
+
+def make_dataset(root: Path, specs: list[list[tuple[int, int, int]]], size=(96, 128)) -> Path:
+    """A dataset folder with one image per spec; each spec lists discs (cx, cy, r) = apples."""
+    h, w = size
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for i, discs in enumerate(specs):
+        image = np.full((h, w, 3), (40, 120, 40), np.uint8)
+        masks = [disc(h, w, *d) for d in discs]
+        for m in masks:
+            image[m] = (30, 30, 200)
+        cv2.imwrite(str(root / "images" / f"im{i:03d}.png"), image)
+        inst = Instances.from_masks(np.stack(masks), image_size=size) if masks else Instances.empty(size)
+        write_labels(root / "labels" / f"im{i:03d}.txt", inst)
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return make_dataset(tmp_path / "ds", [[(30, 30, 12), (80, 50, 15)], [(60, 40, 20)], [], [(20, 70, 8), (100, 30, 10)]])
