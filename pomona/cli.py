@@ -16,6 +16,7 @@ from typing import List, Optional
 import typer
 
 from pomona.errors import PomonaError
+from pomona.stdio import stdout_to_stderr
 
 app = typer.Typer(
     help="pomona: apple instance segmentation trained only on synthetic, automatically labelled orchards.",
@@ -171,7 +172,9 @@ def evaluate_labels(
     """Label quality as in the paper: matched Dice and IoU, precision, recall, F1."""
     from pomona.pipeline.evaluate import evaluate_labels as run
 
-    _emit(run(pred_dir, ref_dir, iou=iou), as_json, "label quality")
+    with stdout_to_stderr(as_json):
+        result = run(pred_dir, ref_dir, iou=iou)
+    _emit(result, as_json, "label quality")
 
 
 @evaluate_app.command("model")
@@ -186,7 +189,9 @@ def evaluate_model(
     """Box and mask precision, recall, mAP50, mAP50-95; writes metrics.json and a prediction grid."""
     from pomona.pipeline.evaluate import evaluate_model as run
 
-    _emit(run(weights, data_yaml, split=split_name, imgsz=imgsz, out=out), as_json, "model accuracy")
+    with stdout_to_stderr(as_json):
+        result = run(weights, data_yaml, split=split_name, imgsz=imgsz, out=out)
+    _emit(result, as_json, "model accuracy")
 
 
 @app.command()

@@ -1,0 +1,68 @@
+"""Camera and light effects applied to the composed frame: dappled sun, exposure, white balance,
+vignetting, defocus / motion blur, chromatic shift, sensor noise, JPEG round trip.
+
+Only the image changes here; the masks stay exact (they come from the id-buffer)."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .canopy import smooth_noise
+
+
+def dapple_map(rng: np.random.Generator, shape: tuple[int, int], strength: float) -> np.ndarray:
+    """Patches of sun and shade cast by the canopy above: multiplicative map in (0, 1]."""
+    if strength <= 0:
+        return np.ones(shape, np.float32)
+    noise = smooth_noise(rng, shape, float(rng.uniform(3, 9))) * 0.7 + smooth_noise(rng, shape, 20) * 0.3
+    sun = np.clip((noise - 0.45) * 6 + 0.5, 0, 1)
+    return (1 - strength) + strength * sun
+
+
+def finish(rng: np.random.Generator, image: np.ndarray, sky: np.ndarray, prm: dict, stream: bool = False) -> np.ndarray:
+    """uint8 BGR in, uint8 BGR out."""
+    h, w = image.shape[:2]
+    img = image.astype(np.float32) / 255
+    if prm["dapple"] > 0:
+        light = dapple_map(rng, (h, w), prm["dapple"])
+        light = light + (1 - light) * sky
+        img *= light[..., None]
+    if prm.get("target_luma", 0) > 0:  # auto exposure on the scene, not on the sky
+        small = img[::4, ::4]
+        fg = sky[::4, ::4] < 0.5
+        luma = float((small[fg] @ np.array([0.11, 0.59, 0.3], np.float32)).mean()) if fg.any() else 0.5
+        img *= float(np.clip(prm["target_luma"] / max(luma, 1e-3), 0.6, 2.8))
+    # Fine mottling breaks up the flat fills of leaves and bark (surface texture, uneven light).
+    if prm.get("texture", 0) > 0:
+        tex = smooth_noise(rng, (h, w), max(w, h) / 6) * 0.6 + smooth_noise(rng, (h, w), max(w, h) / 2.5) * 0.4
+        img *= (1 + prm["texture"] * (tex - 0.5))[..., None]
+    img *= prm["exposure"] * np.array(prm["wb_bgr"], np.float32)
+    if prm["vignette"] > 0:
+        yy, xx = np.ogrid[:h, :w]
+        r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
+        img *= (1 - prm["vignette"] * 0.5 * r2)[..., None].astype(np.float32)
+    img = np.clip(img, 0, 1)
+    if prm["gamma"] != 1.0:
+        img = img ** prm["gamma"]
+    if prm["defocus_px"] > 0:
+        img = cv2.GaussianBlur(img, (0, 0), prm["defocus_px"])
+    if prm["motion_px"] > 0:
+        k = int(prm["motion_px"]) | 1
+        kernel = np.zeros((k, k), np.float32)
+        a = math.radians(prm["motion_angle_deg"])
+        c = k // 2
+        cv2.line(kernel, (int(c - math.cos(a) * c), int(c - math.sin(a) * c)), (int(c + math.cos(a) * c), int(c + math.sin(a) * c)), 1.0, 1)
+        img = cv2.filter2D(img, -1, kernel / kernel.sum())
+    if prm["noise_sigma"] > 0:
+        sigma = prm["noise_sigma"] * (2.5 if prm["light"] == "night_flash" else 1.0)
+        noise = rng.standard_normal((h, w, 3), dtype=np.float32) * sigma * np.sqrt(img + 0.02)
+        img = img + noise
+    out = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    if prm["jpeg_quality"] and not stream:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(prm["jpeg_quality"])])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return out

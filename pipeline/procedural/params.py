@@ -1,0 +1,204 @@
+"""Scene parameters: what the prompt asks for, filled in by a wide random distribution.
+
+A prompt only steers the distribution (cultivar, light, distance, density, occlusion, border
+cut); everything it does not mention is drawn at random so the rendered set stays diverse.
+Every value drawn here is a plain Python number/string so the dict goes into manifest.jsonl as is.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+FAMILIES = ("occluders", "blur", "lighting", "cultivar_colours", "clutter")
+
+CULTIVARS = ("fuji", "gala", "granny_smith", "golden", "honeycrisp", "red_delicious")
+_CULTIVAR_WEIGHTS = (0.34, 0.16, 0.12, 0.12, 0.14, 0.12)
+LIGHTS = ("sunny", "overcast", "backlit", "dusk", "night_flash", "rain")
+_LIGHT_WEIGHTS = (0.42, 0.2, 0.12, 0.09, 0.07, 0.1)
+
+# Apple colours, BGR in [0, 1]: (ground colour, blush colour, typical blush coverage).
+CULTIVAR_COLOURS = {
+    "fuji": ((0.42, 0.76, 0.84), (0.32, 0.32, 0.80), 0.45),
+    "gala": ((0.25, 0.62, 0.85), (0.12, 0.20, 0.78), 0.75),
+    "granny_smith": ((0.25, 0.68, 0.50), (0.22, 0.55, 0.55), 0.05),
+    "golden": ((0.30, 0.78, 0.86), (0.22, 0.55, 0.85), 0.1),
+    "honeycrisp": ((0.22, 0.62, 0.82), (0.14, 0.14, 0.70), 0.6),
+    "red_delicious": ((0.20, 0.35, 0.70), (0.12, 0.08, 0.50), 0.92),
+}
+
+
+def parse_prompt(prompt: str) -> dict:
+    """Keywords the renderer understands; absent keys mean 'random'."""
+    p = (prompt or "").lower()
+    out: dict = {}
+    if "honeycrisp" in p:
+        out["cultivar"] = "honeycrisp"
+    elif "fuji" in p:
+        out["cultivar"] = "fuji"
+    elif "gala" in p:
+        out["cultivar"] = "gala"
+    elif "granny" in p or "green" in p and "apple" in p and "red" not in p:
+        out["cultivar"] = "granny_smith"
+    elif "golden" in p or "yellow" in p:
+        out["cultivar"] = "golden"
+    elif "red delicious" in p or re.search(r"\bred\b", p):
+        out["cultivar"] = "red_delicious"
+    if "pale" in p:
+        out["blush_scale"] = 0.6
+    if "night" in p or "flash" in p:
+        out["light"] = "night_flash"
+    elif "dusk" in p or "sunset" in p or "evening" in p or "dawn" in p:
+        out["light"] = "dusk"
+    elif "backlit" in p or "backlight" in p or "against the sun" in p:
+        out["light"] = "backlit"
+    elif "rain" in p or "wet" in p:
+        out["light"] = "rain"
+    elif "overcast" in p or "cloudy" in p or "diffuse" in p:
+        out["light"] = "overcast"
+    elif "sunny" in p or "sunlit" in p or "daylight" in p or "midday" in p or "sun" in p:
+        out["light"] = "sunny"
+    m = re.search(r"(\d+(?:\.\d+)?)\s*(m|metres|meters|cm)\b", p)
+    if m:
+        value = float(m.group(1)) / (100.0 if m.group(2) == "cm" else 1.0)
+        out["distance_m"] = float(min(max(value, 0.15), 8.0))
+    elif "close-up" in p or "close up" in p or "closeup" in p or "macro" in p:
+        out["distance_m"] = 0.35
+    elif re.search(r"\bfar\b|distant|wide view", p):
+        out["distance_m"] = 3.0
+    if "cluster" in p or "many" in p or "dense" in p or "lots" in p:
+        out["density"] = "many"
+    elif "few" in p or "single" in p or "one apple" in p or "sparse" in p:
+        out["density"] = "few"
+    if "heavily" in p or "mostly hidden" in p or "heavy occlusion" in p:
+        out["occlusion"] = "heavy"
+    elif "partly" in p or "partially" in p or "partial" in p or "hidden" in p or "occluded" in p:
+        out["occlusion"] = "partial"
+    elif "unoccluded" in p or "clear view" in p or "fully visible" in p:
+        out["occlusion"] = "low"
+    if "border" in p or "cut by" in p or "edge of the image" in p:
+        out["border_cut"] = True
+    return out
+
+
+def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], disable: frozenset[str]) -> dict:
+    """Draw every scene parameter; the prompt fixes some, ``disable`` freezes whole families."""
+    asked = parse_prompt(prompt)
+    w, h = size
+    prm: dict = {"prompt": prompt, "size": [int(w), int(h)], "disabled": sorted(disable), "asked": asked}
+
+    # --- cultivar and its colours -------------------------------------------------------------------
+    if "cultivar_colours" in disable:
+        cultivar = "fuji"
+    else:
+        cultivar = asked.get("cultivar") or str(rng.choice(CULTIVARS, p=_CULTIVAR_WEIGHTS))
+    ground, blush, coverage = CULTIVAR_COLOURS[cultivar]
+    if "cultivar_colours" not in disable:
+        ground = tuple(float(np.clip(c * rng.uniform(0.85, 1.15), 0.02, 1)) for c in ground)
+        blush = tuple(float(np.clip(c * rng.uniform(0.8, 1.2), 0.02, 1)) for c in blush)
+        coverage = float(np.clip(coverage * asked.get("blush_scale", 1.0) + rng.normal(0, 0.12), 0.0, 1.0))
+    prm.update(cultivar=cultivar, ground_bgr=list(ground), blush_bgr=list(blush), blush_coverage=float(coverage),
+               colour_jitter=0.0 if "cultivar_colours" in disable else float(rng.uniform(0.04, 0.12)))
+
+    # --- light ---------------------------------------------------------------------------------------
+    if "lighting" in disable:
+        light = "sunny"
+    else:
+        light = asked.get("light") or str(rng.choice(LIGHTS, p=_LIGHT_WEIGHTS))
+    prm["light"] = light
+    prm.update(_sample_light(light, rng, frozen="lighting" in disable))
+
+    # --- camera geometry -----------------------------------------------------------------------------
+    fov = 50.0 if "blur" in disable and "lighting" in disable else float(rng.uniform(24, 66))
+    focal = (w / 2) / math.tan(math.radians(fov) / 2)
+    if "distance_m" in asked:
+        distance = float(asked["distance_m"] * math.exp(rng.normal(0, 0.12)))
+    else:
+        distance = _loguniform(rng, 0.3, 3.5)
+    prm.update(fov_deg=fov, focal_px=float(focal), distance_m=distance,
+               apple_px_at_distance=float(focal * 0.078 / distance))
+
+    # --- content -------------------------------------------------------------------------------------
+    density = asked.get("density") or str(rng.choice(["few", "normal", "many"], p=[0.25, 0.5, 0.25]))
+    occlusion = asked.get("occlusion") or str(rng.choice(["low", "partial", "heavy"], p=[0.25, 0.5, 0.25]))
+    if "occluders" in disable:
+        occlusion = "none"
+    prm.update(density=density, occlusion=occlusion,
+               front_leaf_fraction={"none": 0.0, "low": 0.12, "partial": 0.3, "heavy": 0.5}[occlusion],
+               leaf_density=float(rng.uniform(0.6, 1.4)) * (1.25 if occlusion == "heavy" else 1.0),
+               border_cut=bool(asked.get("border_cut", rng.random() < 0.5)),
+               no_apples=bool(rng.random() < 0.06 and "density" not in asked),
+               sky_fraction=float(rng.choice([0.0, rng.uniform(0.05, 0.5)], p=[0.45, 0.55])),
+               ground_fraction=float(rng.choice([0.0, rng.uniform(0.1, 0.5)], p=[0.8, 0.2])),
+               trunk=bool(rng.random() < 0.35))
+    if "clutter" in disable:
+        prm.update(posts=0, wires=0, net=False, hose=False, poles=0, sky_fraction=min(prm["sky_fraction"], 0.15),
+                   ground_fraction=0.0)
+    else:
+        prm.update(posts=int(rng.choice([0, 1, 2], p=[0.6, 0.3, 0.1])), wires=int(rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1])),
+                   net=bool(rng.random() < 0.35), hose=bool(rng.random() < 0.15),
+                   poles=int(rng.random() < 0.12))
+
+    # --- camera effects ------------------------------------------------------------------------------
+    if "blur" in disable:
+        prm.update(defocus_px=0.0, motion_px=0.0, motion_angle_deg=0.0, background_blur_px=1.0)
+    else:
+        prm.update(defocus_px=float(rng.choice([0.0, rng.uniform(0.5, 2.2)], p=[0.6, 0.4])),
+                   motion_px=float(rng.choice([0.0, rng.uniform(2, 9)], p=[0.8, 0.2])),
+                   motion_angle_deg=float(rng.uniform(0, 180)),
+                   background_blur_px=float(rng.uniform(1.0, 6.0)))
+    return prm
+
+
+def _sample_light(light: str, rng: np.random.Generator, frozen: bool) -> dict:
+    """Light direction (camera frame: x right, y down, z towards the camera), strengths, tint, camera."""
+    if frozen:
+        return dict(light_dir=[0.35, -0.55, 0.76], sun=0.75, ambient=0.45, light_bgr=[1.0, 1.0, 1.0],
+                    dapple=0.0, exposure=1.0, wb_bgr=[1.0, 1.0, 1.0], gamma=1.0, noise_sigma=0.0,
+                    jpeg_quality=0, vignette=0.0, sky_bgr=[0.95, 0.85, 0.72], flash_falloff=False, target_luma=0.42, texture=0.15)
+    az = rng.uniform(0, 2 * math.pi)
+    if light == "sunny":
+        lz, sun, amb, tint, dapple = rng.uniform(0.15, 0.9), rng.uniform(0.75, 1.05), rng.uniform(0.25, 0.45), [0.95, 1.0, 1.03], rng.uniform(0.15, 0.5)
+        sky = [rng.uniform(0.85, 1.0), rng.uniform(0.75, 0.92), rng.uniform(0.55, 0.8)]
+    elif light == "overcast":
+        lz, sun, amb, tint, dapple = rng.uniform(0.3, 0.9), rng.uniform(0.1, 0.3), rng.uniform(0.6, 0.8), [1.04, 1.0, 0.97], rng.uniform(0.0, 0.1)
+        g = rng.uniform(0.75, 0.95)
+        sky = [g + 0.03, g, g - 0.02]
+    elif light == "backlit":
+        lz, sun, amb, tint, dapple = rng.uniform(-0.9, -0.3), rng.uniform(0.8, 1.1), rng.uniform(0.18, 0.35), [0.9, 1.0, 1.08], rng.uniform(0.2, 0.5)
+        sky = [0.98, 0.98, 0.96]
+    elif light == "dusk":
+        lz, sun, amb, tint, dapple = rng.uniform(-0.2, 0.6), rng.uniform(0.4, 0.7), rng.uniform(0.2, 0.35), [0.7, 0.88, 1.12], rng.uniform(0.1, 0.4)
+        sky = [rng.uniform(0.5, 0.75), rng.uniform(0.55, 0.75), rng.uniform(0.75, 0.95)]
+    elif light == "night_flash":
+        lz, sun, amb, tint, dapple = 1.0, rng.uniform(0.9, 1.3), rng.uniform(0.03, 0.08), [1.0, 1.0, 1.0], 0.0
+        sky = [0.05, 0.03, 0.02]
+    else:  # rain
+        lz, sun, amb, tint, dapple = rng.uniform(0.3, 0.9), rng.uniform(0.05, 0.2), rng.uniform(0.5, 0.7), [1.05, 1.0, 0.95], 0.0
+        g = rng.uniform(0.6, 0.8)
+        sky = [g + 0.03, g, g - 0.03]
+    lz = float(lz)
+    planar = math.sqrt(max(1e-6, 1 - lz * lz))
+    if light == "night_flash":
+        direction = [float(rng.normal(0, 0.1)), float(rng.normal(0, 0.1)), 1.0]
+    else:
+        # The sun comes from above more often than from below.
+        ly = -abs(math.sin(az)) if rng.random() < 0.85 else abs(math.sin(az))
+        direction = [planar * math.cos(az), planar * ly, lz]
+    n = math.sqrt(sum(c * c for c in direction))
+    return dict(
+        light_dir=[float(c / n) for c in direction], sun=float(sun), ambient=float(amb), light_bgr=[float(t) for t in tint],
+        dapple=float(dapple), exposure=float(np.exp(rng.normal(0, 0.18))),
+        wb_bgr=[float(np.exp(rng.normal(0, 0.06))), 1.0, float(np.exp(rng.normal(0, 0.06)))],
+        gamma=float(rng.uniform(0.85, 1.15)), noise_sigma=float(rng.uniform(0.0, 0.03)),
+        jpeg_quality=int(rng.choice([0, int(rng.integers(45, 96))], p=[0.3, 0.7])),
+        vignette=float(rng.uniform(0.0, 0.35)), sky_bgr=[float(c) for c in sky], flash_falloff=light == "night_flash",
+        texture=float(rng.uniform(0.05, 0.3)),
+        target_luma=float({"sunny": rng.uniform(0.36, 0.55), "overcast": rng.uniform(0.36, 0.52), "rain": rng.uniform(0.3, 0.45),
+                           "backlit": rng.uniform(0.22, 0.4), "dusk": rng.uniform(0.2, 0.35), "night_flash": 0.0}[light]))

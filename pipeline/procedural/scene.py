@@ -1,0 +1,307 @@
+"""Compose one orchard frame: background, branches, leaf clusters, apples, clutter, in depth order.
+
+Everything is placed in a simple camera model (focal length in pixels, depth in metres) so
+leaves, apples and branches keep their real size ratios at every distance. Each opaque draw
+also writes the id-buffer (apple id, or 0 for an occluder), so the modal mask of an apple is
+exactly where its id survives after everything in front of it has been drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pomona.instances import Instances
+
+from . import apples as apple_mod
+from . import camera
+from .canopy import _BARK_PALETTE, background, draw_branch, draw_leaf, leaf_batch, leaf_colours, leaf_polygons, random_walk_branch
+from .params import FAMILIES, sample_params
+
+MIN_VISIBLE_PX = 12
+_MAX_LEAVES_PER_MPX = 11000  # speed cap: leaves per 1e6 pixels
+
+
+@dataclass
+class Scene:
+    image: np.ndarray
+    instances: Instances
+    params: dict
+
+
+@dataclass
+class World:
+    """Everything drawn for one frame (or one drive-by panorama) before camera effects."""
+
+    image: np.ndarray  # uint8 BGR
+    idbuf: np.ndarray  # int32: -1 sky, 0 background / occluder, k > 0 apple k
+    sky: np.ndarray  # float32 in [0, 1]: how much of the pixel is open sky
+    apples: list[dict]
+    stats: dict
+
+
+def scene_rng(prompt: str, seed: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32((prompt or "").encode())])
+
+
+def _check(size, disable) -> tuple[int, int, frozenset]:
+    w, h = int(size[0]), int(size[1])
+    if w < 16 or h < 16:
+        raise ValueError(f"render size must be at least 16x16, got {size}")
+    unknown = set(disable) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown randomisation families {sorted(unknown)}; known: {', '.join(FAMILIES)}")
+    return w, h, frozenset(disable)
+
+
+def render(prompt: str, seed: int, size: tuple[int, int] = (640, 640), disable: frozenset[str] = frozenset()) -> Scene:
+    """One synthetic orchard image with exact modal masks of every visible apple."""
+    w, h, disable = _check(size, disable)
+    rng = scene_rng(prompt, seed)
+    prm = sample_params(prompt, rng, (w, h), disable)
+    world = build_world(rng, prm, (w, h))
+    image = camera.finish(rng, world.image, world.sky, prm)
+    instances = instances_from_idbuf(world.idbuf, len(world.apples))
+    prm.update(world.stats)
+    prm["apples_labelled"] = int(len(instances))
+    return Scene(image=image, instances=instances, params=prm)
+
+
+def instances_from_idbuf(idbuf: np.ndarray, n_apples: int, min_area: int = MIN_VISIBLE_PX) -> Instances:
+    h, w = idbuf.shape
+    counts = np.bincount(idbuf[idbuf > 0].ravel(), minlength=n_apples + 1)
+    keep = [k for k in range(1, n_apples + 1) if counts[k] >= min_area]
+    if not keep:
+        return Instances.empty((h, w))
+    masks = np.stack([idbuf == k for k in keep])
+    inst = Instances.from_masks(masks, image_size=(h, w))
+    inst.meta["apple_ids"] = keep
+    return inst
+
+
+# ------------------------------------------------------------------------------------------------
+# Scene layout
+# ------------------------------------------------------------------------------------------------
+def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> World:
+    w, h = size
+    f, d = prm["focal_px"], prm["distance_m"]
+    z_front = max(0.1, d * 0.75 - 0.08)
+    z_back = d * 1.3 + 0.35
+    span = z_back - z_front
+
+    def ppm(z):  # pixels per metre at depth z
+        return f / np.maximum(z, 0.05)
+
+    image, sky = background(rng, prm, prm, size)
+    idbuf = np.where(sky > 0.5, -1, 0).astype(np.int32)
+
+    # --- branches --------------------------------------------------------------------------------
+    branches = []  # (z, points, bark)
+    view_m = max(w, h) / f * d
+    n_limbs = int(np.clip(round(rng.uniform(1.0, 2.5) * view_m / 0.7), 1, 9))
+    bark_choice = rng.integers(len(_BARK_PALETTE))
+
+    def add_branch(z, start, direction, length, width, depth=0):
+        pts = random_walk_branch(rng, start, direction, length, width, step_px=max(3.0, ppm(z) * 0.04))
+        bark = _BARK_PALETTE[bark_choice] * np.exp(rng.normal(0, 0.08, 3))
+        branches.append((float(z), pts, bark.astype(np.float32)))
+        if depth < 2:
+            for _ in range(int(rng.integers(0, 4 - depth))):
+                k = int(rng.integers(len(pts) // 4, max(len(pts) // 4 + 1, len(pts) - 1)))
+                add_branch(z + rng.normal(0, 0.05), pts[k, :2], direction + rng.choice([-1, 1]) * rng.uniform(0.5, 1.3),
+                           length * rng.uniform(0.3, 0.6), max(1.0, pts[k, 2] * 0.6), depth + 1)
+
+    if prm["trunk"]:
+        z = d * rng.uniform(1.0, 1.25)
+        x = rng.uniform(0.1, 0.9) * w
+        add_branch(z, (x, h * 1.05), -math.pi / 2 + rng.normal(0, 0.12), h * 1.2, ppm(z) * rng.uniform(0.05, 0.11), depth=1)
+    for _ in range(n_limbs):
+        z = z_front + span * rng.uniform(0.15, 1.0)
+        if rng.random() < 0.6:  # limbs enter from the left/right edge, roughly horizontal (trellis)
+            left = rng.random() < 0.5
+            start = (-10.0 if left else w + 10.0, rng.uniform(0, h))
+            direction = (0.0 if left else math.pi) + rng.normal(0, 0.45)
+        else:
+            start = (rng.uniform(0, w), rng.uniform(0, h))
+            direction = rng.uniform(0, 2 * math.pi)
+        add_branch(z, start, direction, rng.uniform(0.5, 1.4) * max(w, h), ppm(z) * rng.uniform(0.012, 0.035))
+
+    # --- leaves: rosettes along the branches, then free clusters until the canopy is full -------
+    leaf_x, leaf_y, leaf_len, leaf_ang, leaf_z = [], [], [], [], []
+    cap = int(_MAX_LEAVES_PER_MPX * w * h / 1e6 * min(1.0, prm["leaf_density"]))
+    target_area = prm["leaf_density"] * w * h * 1.5 * (1 - 0.6 * prm["sky_fraction"])
+    area = 0.0
+
+    def add_cluster(cx, cy, z, n, spread):
+        nonlocal area
+        scale = ppm(z)
+        base = rng.uniform(0, 2 * math.pi)
+        angs = base + np.linspace(0, spread, n) + rng.normal(0, 0.35, n)
+        lens = scale * rng.uniform(0.075, 0.14, n)
+        leaf_x.append(cx + np.cos(angs) * lens * 0.55)
+        leaf_y.append(cy + np.sin(angs) * lens * 0.55)
+        leaf_len.append(lens)
+        leaf_ang.append(angs)
+        leaf_z.append(z + rng.normal(0, 0.03, n))
+        area += float((lens**2).sum() * 0.2)
+
+    for z, pts, _ in branches:
+        spacing = max(4.0, ppm(z) * rng.uniform(0.05, 0.1))
+        seg = np.hypot(*np.diff(pts[:, :2], axis=0).T)
+        dist = np.concatenate([[0], np.cumsum(seg)])
+        for s in np.arange(rng.uniform(0, spacing), dist[-1], spacing):
+            if area > target_area * 0.6:
+                break
+            k = int(np.searchsorted(dist, s))
+            k = min(k, len(pts) - 1)
+            add_cluster(pts[k, 0] + rng.normal(0, 3), pts[k, 1] + rng.normal(0, 3), z + rng.normal(0, 0.04),
+                        int(rng.integers(3, 8)), rng.uniform(2.5, 6.3))
+    tries = 0
+    while area < target_area and sum(len(a) for a in leaf_x) < cap and tries < 5000:
+        tries += 1
+        z = z_front + span * rng.random() ** 0.8
+        add_cluster(rng.uniform(-0.05, 1.05) * w, rng.uniform(-0.05, 1.05) * h, z, int(rng.integers(3, 9)), rng.uniform(2.5, 6.3))
+
+    # --- apples ------------------------------------------------------------------------------------
+    apple_specs: list[dict] = []
+    if not prm["no_apples"]:
+        px_apple = prm["apple_px_at_distance"]
+        per_area = {"few": 0.02, "normal": 0.055, "many": 0.11}[prm["density"]] * rng.uniform(0.6, 1.4)
+        n_target = int(np.clip(round(per_area * w * h / px_apple**2), 1, 80 * w * h / 640**2 + 1))
+        if prm["density"] == "few":
+            n_target = min(n_target, int(rng.integers(1, 8)))
+        q_lo, q_hi = {"none": (0.0, 0.5), "low": (0.0, 0.08), "partial": (0.02, 0.25), "heavy": (0.15, 0.45)}[prm["occlusion"]]
+        branch_pts = np.concatenate([p[:, :2] for _, p, _ in branches]) if branches else None
+        while len(apple_specs) < n_target:
+            cluster = int(min(n_target - len(apple_specs), rng.choice([1, 2, 3, 4, 5], p=[0.4, 0.27, 0.17, 0.1, 0.06])
+                              + (prm["density"] == "many")))
+            z0 = z_front + span * rng.uniform(q_lo, q_hi)
+            r0 = ppm(z0) * rng.normal(0.078, 0.008) / 2
+            if prm["border_cut"] and rng.random() < 0.3:
+                edge = rng.integers(4)
+                t = rng.uniform(0, 1)
+                cx, cy = [(t * w, 0), (t * w, h), (0, t * h), (w, t * h)][edge]
+                cx, cy = cx + rng.normal(0, r0 * 0.5), cy + rng.normal(0, r0 * 0.5)
+            elif branch_pts is not None and rng.random() < 0.7:
+                bx, by = branch_pts[rng.integers(len(branch_pts))]
+                cx, cy = bx + rng.normal(0, r0 * 0.5), by + r0 * rng.uniform(0.8, 1.6)
+            else:
+                cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            for k in range(cluster):
+                ang = rng.uniform(0, 2 * math.pi) if k else 0.0
+                off = 0.0 if k == 0 else r0 * rng.uniform(1.5, 2.0)
+                z = z0 + rng.normal(0, 0.03) if k else z0
+                r = ppm(z) * rng.normal(0.078, 0.008) / 2
+                spec = apple_mod.apple_spec(rng, prm, cx + math.cos(ang) * off, cy + math.sin(ang) * off * 0.8, max(r, 2.0), z)
+                # Apples deeper in the canopy are more often in the shade of the leaves above them.
+                spec["sun_scale"] = 1.0 if rng.random() > 0.15 + 0.5 * (z - z_front) / span else float(rng.uniform(0.0, 0.4))
+                apple_specs.append(spec)
+                # Leaves hanging right in front of this apple (the main source of partial occlusion).
+                if rng.random() < prm["front_leaf_fraction"] * 1.6:
+                    add_cluster(cx + rng.normal(0, r), cy + rng.normal(0, r) - r * 0.5, z - rng.uniform(0.02, 0.12), int(rng.integers(1, 5)),
+                                rng.uniform(1, 4))
+
+    # --- clutter: posts, striped poles, wires, drip hose -----------------------------------------------
+    clutter = []  # (z, kind, payload)
+    for _ in range(prm["posts"]):
+        z = d * rng.uniform(0.9, 1.5)
+        clutter.append((z, "post", dict(x=rng.uniform(0, w), width=ppm(z) * rng.uniform(0.06, 0.12), lean=rng.normal(0, 0.04),
+                                         colour=rng.choice([[0.38, 0.44, 0.5], [0.62, 0.64, 0.66], [0.28, 0.32, 0.36]]).tolist())))
+    for _ in range(prm["poles"]):
+        z = d * rng.uniform(0.8, 1.3)
+        clutter.append((z, "pole", dict(x=rng.uniform(0, w), width=ppm(z) * rng.uniform(0.03, 0.05), lean=rng.normal(0, 0.03),
+                                         stripe=ppm(z) * rng.uniform(0.1, 0.25))))
+    for _ in range(prm["wires"]):
+        z = d * rng.uniform(0.85, 1.4)
+        clutter.append((z, "wire", dict(y0=rng.uniform(0, h), y1=rng.uniform(0, h), sag=rng.uniform(0, 0.05) * h,
+                                         width=max(1, int(round(ppm(z) * 0.003))))))
+    if prm["hose"]:
+        z = d * rng.uniform(1.0, 1.4)
+        clutter.append((z, "wire", dict(y0=rng.uniform(0.7, 1.0) * h, y1=rng.uniform(0.7, 1.0) * h, sag=0.0,
+                                         width=max(2, int(round(ppm(z) * 0.016))), colour=[0.05, 0.05, 0.05])))
+
+    # --- draw, back to front ---------------------------------------------------------------------------------
+    if leaf_x:
+        leaves = leaf_batch(rng, np.concatenate(leaf_x), np.concatenate(leaf_y), np.concatenate(leaf_len),
+                            np.concatenate(leaf_ang), np.concatenate(leaf_z), yellow=float(rng.uniform(0.05, 0.4)))
+        if len(leaves["x"]) > cap:  # keep the ones nearest the camera
+            order = np.argsort(leaves["z"])[:cap]
+            leaves = {k: v[order] for k, v in leaves.items()}
+    else:
+        leaves = None
+    n_leaves = 0 if leaves is None else len(leaves["x"])
+    depth_frac = np.clip((leaves["z"] - z_front) / span, 0, 1) if n_leaves else np.zeros(0, np.float32)
+    flash = prm["light"] == "night_flash"
+
+    def bright(z):
+        return np.clip((d / np.maximum(z, 0.05)) ** 2, 0.02, 1.8) if flash else np.ones_like(np.asarray(z, np.float32))
+
+    if n_leaves:
+        poly_a, poly_b, ribs = leaf_polygons(leaves)
+        colours = leaf_colours(leaves, prm, depth_frac, bright(leaves["z"]).astype(np.float32))
+        draw_rib = leaves["length"] > 22
+
+    items = [(float(z), "leaf", i) for i, z in enumerate(leaves["z"])] if n_leaves else []
+    items += [(z, "branch", i) for i, (z, _, _) in enumerate(branches)]
+    items += [(z, kind, payload) for z, kind, payload in clutter]
+    apple_shift = -1000.0 if prm["occlusion"] == "none" else 0.0
+    items += [(a["z"] + apple_shift, "apple", i) for i, a in enumerate(apple_specs)]
+    items.sort(key=lambda it: -it[0])
+
+    dof_z = d * 1.25 + 0.2
+    blurred = prm["background_blur_px"] <= 1.0
+    for z, kind, payload in items:
+        if not blurred and z < dof_z:
+            image = cv2.GaussianBlur(image, (0, 0), min(2.0, 0.35 * prm["background_blur_px"]))
+            blurred = True
+        if kind == "leaf":
+            i = payload
+            draw_leaf(image, idbuf, poly_a[i], poly_b[i], ribs[i], colours[i], bool(draw_rib[i]))
+        elif kind == "apple":
+            spec = apple_specs[payload]
+            apple_mod.draw_apple(image, idbuf, spec, payload + 1, dict(prm, sun=prm["sun"] * spec["sun_scale"]), float(bright(spec["z"])))
+        elif kind == "branch":
+            _, pts, bark = branches[payload]
+            draw_branch(image, idbuf, pts, bark, prm, float(bright(z)))
+        else:
+            _draw_clutter(image, idbuf, kind, payload, prm, float(bright(z)), h, w)
+
+    stats = dict(apples_drawn=len(apple_specs), leaves_drawn=int(n_leaves), branches_drawn=len(branches),
+                 clutter_drawn=len(clutter))
+    return World(image=image, idbuf=idbuf, sky=np.where(idbuf == -1, sky, 0).astype(np.float32), apples=apple_specs, stats=stats)
+
+
+def _draw_clutter(image, idbuf, kind, p, light, brightness, h, w) -> None:
+    amb, sun = light["ambient"], light["sun"]
+    tint = np.array(light["light_bgr"], np.float32)
+    if kind in ("post", "pole"):
+        x0, x1 = p["x"], p["x"] + p["lean"] * h
+        half = p["width"] / 2
+        quad = np.array([[x0 - half, h], [x0 + half, h], [x1 + half, 0], [x1 - half, 0]], np.float32)
+        cv2.fillPoly(idbuf, [quad.round().astype(np.int32)], 0)
+        if kind == "post":
+            base = np.array(p["colour"], np.float32) * tint * brightness
+            for k, shade in enumerate((amb + 0.2 * sun, amb + 0.6 * sun, amb + 0.95 * sun)):
+                a, b = -half + k * p["width"] / 3, -half + (k + 1) * p["width"] / 3
+                q = np.array([[x0 + a, h], [x0 + b, h], [x1 + b, 0], [x1 + a, 0]], np.float32).round().astype(np.int32)
+                cv2.fillPoly(image, [q], np.clip(base * shade * 255, 0, 255).tolist(), cv2.LINE_AA)
+        else:  # red/white striped pole: a classic false-positive trap
+            n = max(2, int(h / max(p["stripe"], 4)) + 1)
+            for k in range(n):
+                ya, yb = h - k * p["stripe"], h - (k + 1) * p["stripe"]
+                xa, xb = x0 + (x1 - x0) * (1 - ya / h), x0 + (x1 - x0) * (1 - yb / h)
+                col = np.array([0.1, 0.1, 0.75] if k % 2 else [0.9, 0.9, 0.9], np.float32) * tint * (amb + 0.7 * sun) * brightness
+                q = np.array([[xa - half, ya], [xa + half, ya], [xb + half, yb], [xb - half, yb]], np.float32).round().astype(np.int32)
+                cv2.fillPoly(image, [q], np.clip(col * 255, 0, 255).tolist(), cv2.LINE_AA)
+    else:  # wire / hose: a sagging curve across the frame
+        xs = np.linspace(-5, w + 5, 24, dtype=np.float32)
+        t = xs / w
+        ys = p["y0"] + (p["y1"] - p["y0"]) * t + p["sag"] * 4 * t * (1 - t)
+        pts = np.stack([xs, ys], 1).round().astype(np.int32)
+        colour = np.array(p.get("colour", [0.45, 0.45, 0.45]), np.float32) * (amb + 0.8 * sun) * brightness * 255
+        cv2.polylines(image, [pts], False, np.clip(colour, 0, 255).tolist(), p["width"], cv2.LINE_AA)
+        cv2.polylines(idbuf, [pts], False, 0, p["width"])
