@@ -132,10 +132,9 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
 
 
 def _export(best: Path, imgsz: int, section: dict) -> dict:
-    from pomona.export.onnx import export_onnx
+    from pomona.export.exporter import export_model
 
-    result = export_onnx(best, imgsz=imgsz, half=bool(section.get("half", False)))
-    return result if isinstance(result, dict) else {"file": str(result)}
+    return export_model(best, format=section.get("format", "onnx"), half=bool(section.get("half", False)), imgsz=imgsz)
 
 
 def _fmt(v) -> str:
