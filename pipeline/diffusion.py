@@ -7,14 +7,17 @@ SD-Turbo, SDXL-Turbo, SD 1.5, SDXL, FLUX.1-schnell or any other text-to-image pi
 Image ``i`` uses prompt ``prompt_for(i, prompts)`` and its own generator seeded ``seed + i``, so an
 image is the same whatever ``--batch`` is and whether it was made in one run or after a resume.
 Every image is written atomically and the manifest is rewritten after each batch: an
-interrupted run keeps what is done, and a re-run only makes what is missing.
+interrupted run keeps what is done, and a re-run only makes what is missing (without loading
+the model at all when nothing is missing).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,9 @@ BACKEND = "diffusers"
 NAME_PREFIX = "diff_"
 # What must agree between a manifest record and this run for an existing image to count as done.
 IDENTITY_KEYS = ("prompt", "negative_prompt", "seed", "model", "steps", "guidance", "size")
+# Component configs that decide per-model defaults and the size rule; read from disk before loading.
+CONFIG_FILES = {"scheduler": "scheduler/scheduler_config.json", "transformer": "transformer/config.json",
+                "vae": "vae/config.json"}
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,9 @@ class DiffusionReport:
 
     def __str__(self) -> str:
         guidance = "pipeline default" if self.sampling.guidance is None else f"{self.sampling.guidance:g}"
+        load = f"load {self.load_seconds:.1f} s" if self.written or self.load_seconds else "model not loaded"
         return (f"diffusers: wrote {self.written} images, skipped {self.skipped} already done -> {self.out} "
-                f"in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s; load {self.load_seconds:.1f} s); "
+                f"in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s; {load}); "
                 f"{self.model} ({self.pipeline}, {self.device} {self.dtype}), steps {self.sampling.steps}, "
                 f"guidance {guidance} ({self.sampling.source})")
 
@@ -69,18 +76,17 @@ class DiffusionReport:
 # --- per-model defaults --------------------------------------------------------------------------------
 
 
-def default_sampling(pipeline_class: str, model: str, pipe: Any = None) -> Sampling:
-    """Steps and guidance the model was made for, inferred from the pipeline class and the model's name.
+def default_sampling(pipeline_class: str, model: str, configs: dict[str, dict] | None = None) -> Sampling:
+    """Steps and guidance the model was made for, from the pipeline class and the model's name.
 
-    A local folder may not carry the model's name, so the configs decide too: distilled SD/SDXL
-    models (Turbo) ship a scheduler with ``timestep_spacing: trailing``; FLUX.1-schnell's
+    A local folder may not carry the model's name, so component configs decide too: distilled
+    SD/SDXL models (Turbo) ship a scheduler with ``timestep_spacing: trailing``; FLUX.1-schnell's
     transformer has no guidance embedding, FLUX.1-dev's does.
     """
+    configs = configs or {}
     name = model.lower().replace("_", "-")
-    scheduler_spacing = _config_value(pipe, "scheduler", "timestep_spacing")
     if "Flux" in pipeline_class:
-        guidance_embeds = _config_value(pipe, "transformer", "guidance_embeds")
-        if "schnell" in name or guidance_embeds is False:
+        if "schnell" in name or configs.get("transformer", {}).get("guidance_embeds") is False:
             return Sampling(4, 0.0, "FLUX.1-schnell defaults")
         return Sampling(28, 3.5, "FLUX.1-dev defaults")
     if "StableDiffusion3" in pipeline_class:
@@ -89,31 +95,42 @@ def default_sampling(pipeline_class: str, model: str, pipe: Any = None) -> Sampl
         return Sampling(28, 7.0, "SD3 defaults")
     if pipeline_class.startswith("StableDiffusion"):
         xl = "XL" in pipeline_class
-        if "turbo" in name or "lightning" in name or scheduler_spacing == "trailing":
-            return Sampling(1, 0.0, f"{'SDXL-' if xl else 'SD-'}Turbo defaults (1 step, no guidance)")
+        trailing = configs.get("scheduler", {}).get("timestep_spacing") == "trailing"
+        if "turbo" in name or trailing:
+            return Sampling(1, 0.0, f"{'SDXL' if xl else 'SD'}-Turbo defaults")
         if xl:
             return Sampling(30, 5.0, "SDXL defaults")
         return Sampling(25, 7.5, "SD 1.x/2.x defaults")
-    # Any other pipeline: its own __call__ defaults, capped so a default run stays reasonable.
-    params = _call_parameters(pipe) if pipe is not None else {}
-    steps = params.get("num_inference_steps")
-    guidance = params.get("guidance_scale")
-    steps_default = steps.default if steps is not None and isinstance(steps.default, int) else 25
-    guidance_default = guidance.default if guidance is not None and isinstance(guidance.default, (int, float)) else None
-    return Sampling(min(steps_default, 30), guidance_default, f"{pipeline_class} defaults")
+    # Any other pipeline: its own __call__ defaults, steps capped so a default run stays reasonable.
+    params = _call_parameters(pipeline_class)
+    steps = getattr(params.get("num_inference_steps"), "default", None)
+    guidance = getattr(params.get("guidance_scale"), "default", None)
+    return Sampling(min(steps, 30) if isinstance(steps, int) else 25,
+                    float(guidance) if isinstance(guidance, (int, float)) else None, f"{pipeline_class} defaults")
 
 
-def _config_value(pipe: Any, component: str, key: str) -> Any:
-    part = getattr(pipe, component, None)
-    config = getattr(part, "config", None)
-    return config.get(key) if config is not None and hasattr(config, "get") else None
+def _call_parameters(pipeline: Any) -> dict[str, inspect.Parameter]:
+    """The keyword arguments a pipeline (object or class name) accepts."""
+    if isinstance(pipeline, str):
+        try:
+            import diffusers
+
+            pipeline = getattr(diffusers, pipeline, None)
+        except ImportError:
+            pipeline = None
+        if pipeline is None:
+            return {}
+    return dict(inspect.signature(pipeline.__call__).parameters)
 
 
-def _call_parameters(pipe: Any) -> dict[str, inspect.Parameter]:
-    return dict(inspect.signature(pipe.__call__).parameters)
+def _size_multiple(pipeline_class: str, configs: dict[str, dict]) -> int:
+    """SD needs sides divisible by the VAE's downscale (8 for real models); FLUX packs 2x2 latents: 16."""
+    blocks = configs.get("vae", {}).get("block_out_channels")
+    factor = 2 ** (len(blocks) - 1) if blocks else 8
+    return factor * (2 if "Flux" in pipeline_class else 1)
 
 
-# --- device and loading --------------------------------------------------------------------------------
+# --- model, device, loading ----------------------------------------------------------------------------
 
 
 def pick_device(device: str | None) -> str:
@@ -131,6 +148,17 @@ def pick_device(device: str | None) -> str:
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def dtype_for(device: str, pipeline_class: str):
+    """FP32 on CPU; FP16 on accelerators, except FLUX: trained in bfloat16, it overflows in FP16."""
+    import torch
+
+    if device == "cpu":
+        return torch.float32
+    if "Flux" in pipeline_class and device != "mps":
+        return torch.bfloat16
+    return torch.float16
 
 
 def _looks_like_path(model: str) -> bool:
@@ -152,28 +180,70 @@ def offline_message(model: str) -> str:
             f"or set POMONA_ONLINE=1 (or HF_HUB_OFFLINE=0) to let pomona fetch it")
 
 
-def load_pipeline(model: str, device: str, dtype: Any | None = None):
-    """Load a text-to-image pipeline; every failure is one PomonaError line naming the model."""
+def resolve_model(model: str | None) -> tuple[str, bool]:
+    """(what to load, is it a local folder). Fails in milliseconds, before torch is imported, for
+    no model, a folder that is not a pipeline, or a Hub id that is not cached while offline."""
+    if not model:
+        raise PomonaError("--model is required for --backend diffusers: a Hub id such as stabilityai/sd-turbo "
+                          "or a local diffusers pipeline folder")
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise PomonaError(f"--model {model} is a file; pass a diffusers pipeline folder (with model_index.json) "
+                              f"or a Hub id")
+        if not (path / "model_index.json").is_file():
+            raise PomonaError(f"--model {model} is not a diffusers pipeline folder (no model_index.json)")
+        return str(path), True
+    if _looks_like_path(model):
+        raise PomonaError(f"model folder not found: {model}")
+    from huggingface_hub import constants as hub_constants
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
     try:
-        import torch
+        cached = try_to_load_from_cache(model, "model_index.json")
+    except HFValidationError:
+        raise PomonaError(f"--model {model!r} is neither a folder nor a valid Hub id (org/name)") from None
+    if hub_constants.HF_HUB_OFFLINE and not isinstance(cached, str):
+        raise PomonaError(offline_message(model))
+    return model, False
+
+
+def read_configs(source: str, local: bool) -> tuple[str, dict[str, dict]]:
+    """(pipeline class, component configs) from the folder or the Hub cache, without loading weights;
+    ("", {}) for a Hub model that is not downloaded yet."""
+    def read(relative: str) -> dict:
+        if local:
+            path: Any = Path(source) / relative
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            path = try_to_load_from_cache(source, relative)
+            if not isinstance(path, str):
+                return {}
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    index = read("model_index.json")
+    return str(index.get("_class_name", "")), {key: read(rel) for key, rel in CONFIG_FILES.items()}
+
+
+def load_pipeline(model: str, device: str, dtype: Any | None = None):
+    """Load a text-to-image pipeline onto ``device``; every failure is one PomonaError line naming the model."""
+    source, local = resolve_model(model)
+    try:
         from diffusers import AutoPipelineForText2Image
         from diffusers.utils import logging as diffusers_logging
     except ImportError as e:
         raise PomonaError(f"the diffusers backend needs the diffusion extra: pip install 'pomona[diffusion]' ({e})") from None
     from huggingface_hub import constants as hub_constants
 
-    path = Path(model).expanduser()
-    local = path.exists()
-    if local:
-        if not path.is_dir():
-            raise PomonaError(f"--model {model} is a file; pass a diffusers pipeline folder (with model_index.json) or a Hub id")
-        if not (path / "model_index.json").is_file():
-            raise PomonaError(f"--model {model} is not a diffusers pipeline folder (no model_index.json)")
-    elif _looks_like_path(model):
-        raise PomonaError(f"model folder not found: {model}")
     if dtype is None:
-        dtype = _dtype_for(device, _pipeline_class_name(path) if local else model)
-    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars: our own bar is the progress
+        dtype = dtype_for(device, read_configs(source, local)[0] or model)
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars: ours is the progress
     try:
         from transformers.utils import logging as transformers_logging
 
@@ -181,9 +251,12 @@ def load_pipeline(model: str, device: str, dtype: Any | None = None):
     except ImportError:
         pass
     try:
-        pipe = AutoPipelineForText2Image.from_pretrained(str(path) if local else model, torch_dtype=dtype)
-    except (OSError, ValueError, EnvironmentError) as e:
-        if not local and hub_constants.HF_HUB_OFFLINE:
+        with warnings.catch_warnings():
+            # diffusers passes a deprecated argument to huggingface_hub: noise, not the user's concern
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as e:
+        if not local and hub_constants.HF_HUB_OFFLINE:  # model_index.json cached, some weights not
             raise PomonaError(offline_message(model)) from None
         what = "pipeline folder" if local else "Hub model"
         raise PomonaError(f"could not load diffusers {what} '{model}': {_first_line(e)}") from None
@@ -191,30 +264,14 @@ def load_pipeline(model: str, device: str, dtype: Any | None = None):
         raise PomonaError(f"could not load diffusers model '{model}': {type(e).__name__}: {_first_line(e)}") from None
     try:
         pipe = pipe.to(device)
-    except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+    except RuntimeError as e:  # includes CUDA out of memory
         raise PomonaError(f"could not move '{model}' to {device}: {_first_line(e)}") from None
     pipe.set_progress_bar_config(disable=True)  # per-step bars would interleave with the per-image bar
     return pipe
 
 
-def _pipeline_class_name(folder: Path) -> str:
-    import json
-
-    try:
-        return str(json.loads((folder / "model_index.json").read_text()).get("_class_name", ""))
-    except (OSError, ValueError):
-        return ""
-
-
-def _dtype_for(device: str, hint: str):
-    """FP32 on CPU; on accelerators FP16, except FLUX which is trained in and overflows outside bfloat16."""
-    import torch
-
-    if device == "cpu":
-        return torch.float32
-    if "flux" in hint.lower() and (device != "mps"):
-        return torch.bfloat16
-    return torch.float16
+def _pipeline_configs(pipe: Any) -> dict[str, dict]:
+    return {key: dict(getattr(getattr(pipe, key, None), "config", None) or {}) for key in CONFIG_FILES}
 
 
 # --- generation ---------------------------------------------------------------------------------------
@@ -238,17 +295,12 @@ def _to_bgr_uint8(image: np.ndarray) -> np.ndarray:
 def generate_diffusers(out: Path, n: int, model: str | None, prompts: list[str], size: tuple[int, int],
                        seed: int = 0, steps: int | None = None, guidance: float | None = None, batch: int = 1,
                        negative_prompt: str | None = None, device: str | None = None) -> DiffusionReport:
-    """Make ``n`` images ``OUT/images/diff_XXXXXX.jpg`` (size = (width, height)) and ``OUT/manifest.jsonl``.
+    """Make ``n`` images ``OUT/images/diff_XXXXXX.jpg`` of ``size`` = (width, height) and ``OUT/manifest.jsonl``.
 
     Resumable: an image that exists and whose manifest record matches this run is skipped; one
     made with other settings stops the run (use a new folder) rather than mixing two datasets.
     """
-    import torch
-    from tqdm import tqdm
-
-    if not model:
-        raise PomonaError("--model is required for --backend diffusers: a Hub id such as stabilityai/sd-turbo "
-                          "or a local diffusers pipeline folder")
+    source, local = resolve_model(model)  # fail fast, before torch and diffusers are imported
     if n < 0:
         raise PomonaError(f"--n must not be negative, got {n}")
     if batch < 1:
@@ -264,23 +316,29 @@ def generate_diffusers(out: Path, n: int, model: str | None, prompts: list[str],
     if out.exists() and not out.is_dir():
         raise PomonaError(f"output is a file, not a folder: {out}")
 
-    device = pick_device(device)
-    t_load = time.perf_counter()
-    pipe = load_pipeline(model, device)
-    load_seconds = time.perf_counter() - t_load
-    pipeline_class = type(pipe).__name__
-    _check_size(pipe, pipeline_class, width, height)
+    import torch
+    from tqdm import tqdm
 
-    defaults = default_sampling(pipeline_class, model, pipe)
+    device = pick_device(device)
+    pipeline_class, configs = read_configs(source, local)
+    pipe, load_seconds = None, 0.0
+    if not pipeline_class:  # a Hub model not downloaded yet (online): download it to learn what it is
+        t_load = time.perf_counter()
+        pipe = load_pipeline(model, device)
+        load_seconds = time.perf_counter() - t_load
+        pipeline_class, configs = type(pipe).__name__, _pipeline_configs(pipe)
+    multiple = _size_multiple(pipeline_class, configs)
+    if width % multiple or height % multiple:
+        near = [max(multiple, round(v / multiple) * multiple) for v in (width, height)]
+        raise PomonaError(f"{pipeline_class} needs width and height divisible by {multiple}; got {width}x{height}, "
+                          f"try --size {near[0]} {near[1]}")
+
+    defaults = default_sampling(pipeline_class, model, configs)
     given = [flag for flag, value in (("--steps", steps), ("--guidance", guidance)) if value is not None]
-    source = "given" if len(given) == 2 else defaults.source + "".join(f", {flag} given" for flag in given)
+    source_text = "given" if len(given) == 2 else defaults.source + "".join(f", {flag} given" for flag in given)
     sampling = Sampling(steps if steps is not None else defaults.steps,
-                        guidance if guidance is not None else defaults.guidance, source)
-    call_params = _call_parameters(pipe)
-    if negative_prompt and "negative_prompt" not in call_params:
-        raise PomonaError(f"{pipeline_class} takes no negative prompt; drop --negative-prompt")
-    dtype_name = str(pipe.dtype).replace("torch.", "")
-    scheduler_name = type(pipe.scheduler).__name__ if getattr(pipe, "scheduler", None) is not None else None
+                        guidance if guidance is not None else defaults.guidance, source_text)
+    dtype_name = str(dtype_for(device, pipeline_class)).replace("torch.", "")
 
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -288,91 +346,76 @@ def generate_diffusers(out: Path, n: int, model: str | None, prompts: list[str],
     records = read_manifest(out)
     position = {r.get("file"): k for k, r in enumerate(records)}
 
-    def wanted(i: int) -> dict:
-        return {
-            "file": f"images/{image_name(i)}",
-            "prompt": prompt_for(i, prompts),
-            "negative_prompt": negative_prompt,
-            "seed": seed + i,
-            "backend": BACKEND,
-            "model": model,
-            "pipeline": pipeline_class,
-            "steps": sampling.steps,
-            "guidance": sampling.guidance,
-            "scheduler": scheduler_name,
-            "size": [width, height],
-            "dtype": dtype_name,
-            "group": f"{BACKEND}-{seed + i}",  # every image is an independent sample: its own source group
-            "pomona_version": __version__,
-        }
+    def identity(i: int) -> dict:
+        return {"file": f"images/{image_name(i)}", "prompt": prompt_for(i, prompts), "negative_prompt": negative_prompt,
+                "seed": seed + i, "model": model, "steps": sampling.steps, "guidance": sampling.guidance,
+                "size": [width, height]}
 
     todo, skipped = [], 0
     for i in range(n):
-        want = wanted(i)
+        want = identity(i)
         k = position.get(want["file"])
-        if k is not None and (out / want["file"]).is_file():
-            old = records[k]
-            diff = [key for key in IDENTITY_KEYS if old.get(key) != want[key]]
-            if diff:
-                key = diff[0]
-                raise PomonaError(f"{out / want['file']} was made with {key}={old.get(key)!r}, this run asks for "
-                                  f"{key}={want[key]!r}; use a new output folder (or delete {out})")
-            skipped += 1
-        else:
+        if k is None or not (out / want["file"]).is_file():
             todo.append(i)
+            continue
+        old = records[k]
+        changed = [key for key in IDENTITY_KEYS if old.get(key) != want[key]]
+        if changed:
+            key = changed[0]
+            raise PomonaError(f"{out / want['file']} was made with {key}={old.get(key)!r}, this run asks for "
+                              f"{key}={want[key]!r}; use a new output folder (or delete {out})")
+        skipped += 1
 
-    accepts = {"negative_prompt", "guidance_scale", "height", "width", "generator", "output_type",
-               "num_inference_steps", "num_images_per_prompt"} & set(call_params)
-    bar = tqdm(total=n, initial=skipped, desc=f"diffusers {Path(model).name or model}", unit="img")
-    t0 = time.perf_counter()
-    written = 0
-    try:
-        for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
-            kwargs: dict[str, Any] = {
-                "prompt": [prompt_for(i, prompts) for i in chunk],
-                "num_inference_steps": sampling.steps,
-                "height": height,
-                "width": width,
-                # one CPU generator per image: its noise depends on its own seed only (batch size and
-                # device do not change which noise an image gets)
-                "generator": [torch.Generator("cpu").manual_seed(seed + i) for i in chunk],
-                "output_type": "np",
-            }
-            if sampling.guidance is not None and "guidance_scale" in accepts:
-                kwargs["guidance_scale"] = sampling.guidance
-            if negative_prompt:
-                kwargs["negative_prompt"] = [negative_prompt] * len(chunk)
-            kwargs = {k: v for k, v in kwargs.items() if k == "prompt" or k in accepts}
-            images = np.asarray(pipe(**kwargs).images)
-            if images.shape[0] != len(chunk):
-                raise PomonaError(f"{pipeline_class} returned {images.shape[0]} images for {len(chunk)} prompts")
-            if not np.isfinite(images).all():
-                raise PomonaError(f"{model} produced NaN pixels in {dtype_name} on {device}; try a fp16-safe VAE, "
-                                  f"fewer steps, or --device cpu")
-            for i, image in zip(chunk, images):
-                atomic.write_image(images_dir / image_name(i), _to_bgr_uint8(image), quality=95)
-                record = wanted(i)
-                k = position.get(record["file"])
-                if k is None:
-                    position[record["file"]] = len(records)
-                    records.append(record)
-                else:
-                    records[k] = record
-            write_manifest(out, records)  # after every batch: an interrupted run keeps what is done
-            written += len(chunk)
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-    return DiffusionReport(out, written, skipped, time.perf_counter() - t0, load_seconds, model, pipeline_class,
-                           device, dtype_name, sampling)
-
-
-def _check_size(pipe: Any, pipeline_class: str, width: int, height: int) -> None:
-    """SD needs sides divisible by the VAE's factor (8); FLUX packs 2x2 latents, so 16."""
-    multiple = int(getattr(pipe, "vae_scale_factor", 8) or 8) * (2 if "Flux" in pipeline_class else 1)
-    if width % multiple or height % multiple:
-        def near(v: int) -> int:
-            return max(multiple, round(v / multiple) * multiple)
-        raise PomonaError(f"{pipeline_class} needs width and height divisible by {multiple}; got {width}x{height}, "
-                          f"try --size {near(width)} {near(height)}")
+    written, seconds = 0, 0.0
+    if todo:
+        if pipe is None:
+            t_load = time.perf_counter()
+            pipe = load_pipeline(model, device)
+            load_seconds = time.perf_counter() - t_load
+            pipeline_class = type(pipe).__name__
+        call_params = _call_parameters(pipe)
+        if negative_prompt and "negative_prompt" not in call_params:
+            raise PomonaError(f"{pipeline_class} takes no negative prompt; drop --negative-prompt")
+        dtype_name = str(pipe.dtype).replace("torch.", "")
+        made_by = {"backend": BACKEND, "pipeline": pipeline_class, "dtype": dtype_name, "pomona_version": __version__,
+                   "scheduler": type(pipe.scheduler).__name__ if getattr(pipe, "scheduler", None) is not None else None}
+        bar = tqdm(total=n, initial=skipped, desc=f"diffusers {Path(model).name or model}", unit="img")
+        t_gen = time.perf_counter()
+        try:
+            for start in range(0, len(todo), batch):
+                chunk = todo[start:start + batch]
+                kwargs: dict[str, Any] = {
+                    "prompt": [prompt_for(i, prompts) for i in chunk],
+                    "num_inference_steps": sampling.steps,
+                    "height": height,
+                    "width": width,
+                    # one CPU generator per image: an image's noise depends on its own seed only, not
+                    # on the batch it lands in or the device
+                    "generator": [torch.Generator("cpu").manual_seed(seed + i) for i in chunk],
+                    "output_type": "np",
+                    "guidance_scale": sampling.guidance,
+                    "negative_prompt": [negative_prompt] * len(chunk) if negative_prompt else None,
+                }
+                kwargs = {k: v for k, v in kwargs.items() if k == "prompt" or (k in call_params and v is not None)}
+                images = np.asarray(pipe(**kwargs).images)
+                if images.shape[0] != len(chunk):
+                    raise PomonaError(f"{pipeline_class} returned {images.shape[0]} images for {len(chunk)} prompts")
+                if not np.isfinite(images).all():
+                    raise PomonaError(f"{model} produced NaN pixels in {dtype_name} on {device}; try --device cpu "
+                                      f"or a model with an fp16-safe VAE")
+                for i, image in zip(chunk, images):
+                    atomic.write_image(images_dir / image_name(i), _to_bgr_uint8(image), quality=95)
+                    record = {**identity(i), **made_by, "group": f"{BACKEND}-{seed + i}"}  # independent samples
+                    if record["file"] in position:
+                        records[position[record["file"]]] = record
+                    else:
+                        position[record["file"]] = len(records)
+                        records.append(record)
+                write_manifest(out, records)  # after every batch: an interrupted run keeps what is done
+                written += len(chunk)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - t_gen
+    return DiffusionReport(out, written, skipped, seconds, load_seconds, model,
+                           pipeline_class, device, dtype_name, sampling)

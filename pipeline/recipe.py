@@ -49,10 +49,12 @@ def default_real() -> Path | None:
     return None
 
 
-def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = None, **overrides) -> Path:
+def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = None, overrides: dict | None = None,
+               **shorthand) -> Path:
     """Run every stage of a recipe into ``out``; returns the path of report.md.
 
-    ``overrides`` replace keys of any section, e.g. ``n=40`` (generate), ``epochs=1`` (train).
+    ``overrides`` sets keys per section, e.g. ``{"generate": {"disable": ["blur"]}}``; ``shorthand``
+    replaces a key wherever a section has it (``n=40``, ``epochs=1``, ``imgsz=256``); None is ignored.
     """
     from pomona.pipeline.annotate import annotate
     from pomona.pipeline.evaluate import evaluate_model
@@ -64,12 +66,16 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     recipe = load_recipe(name)
     out = Path(out or Path("runs") / recipe["_name"])
     sections = {k: dict(recipe.get(k) or {}) for k in ("generate", "annotate", "split", "train", "evaluate", "export")}
-    for key, value in overrides.items():
+    for key, value in shorthand.items():
         if value is None:
             continue
         owners = [s for s in sections.values() if key in s] or [sections["train"]]
         for s in owners:
             s[key] = value
+    for section, values in (overrides or {}).items():
+        if section not in sections:
+            raise PomonaError(f"unknown recipe section '{section}' (known: {', '.join(sections)})")
+        sections[section].update(values)
     if real is not None and not Path(real).exists():
         raise PomonaError(f"--real data.yaml not found: {real}")
     real = Path(real) if real else default_real()
@@ -119,9 +125,10 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     timings["evaluate"] = time.perf_counter() - t
 
     ex = sections["export"]
-    t = stage("6/6 export to ONNX + parity check")
-    results["export"] = _export(best, imgsz, ex)
-    timings["export"] = time.perf_counter() - t
+    if not ex.get("skip"):
+        t = stage("6/6 export to ONNX + parity check")
+        results["export"] = _export(best, imgsz, ex)
+        timings["export"] = time.perf_counter() - t
 
     results["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     results["seconds"]["total"] = round(sum(timings.values()), 1)
@@ -161,7 +168,7 @@ def write_report(out: Path, results: dict, real: Path | None) -> Path:
     gen = results["generate"]
     lines += ["", f"Rendering: {gen['images']} images, {gen['apples']} apples, {gen['images_per_s']:.1f} images/s.",
               f"Split: {json.dumps(results['split'])}.", "", "## Export", "",
-              "```json", json.dumps(results["export"], indent=2, default=str), "```", "", "## Pictures", ""]
+              "```json", json.dumps(results.get("export", "skipped"), indent=2, default=str), "```", "", "## Pictures", ""]
     for rel, caption in (("eval-synthetic-val/predictions.jpg", "Predictions (filled) over ground truth (white) on synthetic val"),
                          ("eval-real-dev/predictions.jpg", "Predictions (filled) over ground truth (white) on real dev photos"),
                          ("results.png", "Training curves"), ("train_batch0.jpg", "A training batch (mosaic)")):

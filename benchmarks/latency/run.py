@@ -1,0 +1,219 @@
+"""Latency benchmark: pomona's edge runtime vs Ultralytics predict, same frames, same machine.
+
+    python benchmarks/latency/run.py [--weights runs/quickstart/weights/best.pt] [--frames 60]
+
+Exports the weights to ONNX FP32 and FP16 (each with its parity check vs PyTorch), renders
+synthetic orchard frames, then times, each in its own process (so peak RSS is per backend):
+  pomona onnxruntime FP32 / FP16   (Predictor + drawing: capture, pre, infer, post, render)
+  Ultralytics YOLO(.pt).predict    (default masks, and retina_masks=True = source-resolution masks like ours)
+  Ultralytics YOLO(.onnx).predict
+Writes results.json, results.md and latency.png next to this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+STAGES = ("capture", "pre", "infer", "post", "render")
+
+
+def _child(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child failed: {' '.join(args)}\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["pomona", "ultralytics"])
+    p.add_argument("model")
+    p.add_argument("--source", required=True)
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--retina", action="store_true")
+    a = p.parse_args(argv)
+    if a.mode == "pomona":
+        from pomona.edge.bench import bench
+
+        res = bench(a.model, a.source, frames=a.frames, conf=a.conf, per_frame=True)
+        res["heavy_modules"] = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "ultralytics"})
+    else:
+        from pomona.edge.bench import ultralytics_baseline
+
+        res = ultralytics_baseline(a.model, a.source, frames=a.frames, conf=a.conf, retina_masks=a.retina)
+    print(json.dumps(res))
+
+
+def post_share_by_count(res: dict) -> list[dict]:
+    import numpy as np
+
+    pf = res["per_frame"]
+    apples, post, model = (np.asarray(pf[k], float) for k in ("apples", "post_ms", "model_ms"))
+    rows = []
+    for lo, hi in ((0, 10), (10, 20), (20, 30), (30, 1000)):
+        sel = (apples >= lo) & (apples < hi)
+        if sel.any():
+            rows.append({"apples": f"{lo}-{hi - 1}" if hi < 1000 else f">={lo}", "frames": int(sel.sum()),
+                         "post_ms": float(post[sel].mean()), "post_share": float(post[sel].sum() / model[sel].sum())})
+    return rows
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    runs = results["runs"]
+    labels = list(runs)
+    stages = ["capture", "pre", "infer", "post", "render"]
+    x = np.arange(len(stages))
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for i, label in enumerate(labels):
+        vals = [runs[label]["stages_ms"].get(s, {}).get("p50", 0.0) for s in stages]
+        ax.bar(x + (i - (len(labels) - 1) / 2) * width, vals, width, label=f"{label} ({runs[label]['fps_model']:.1f} fps)")
+    ax.set_xticks(x, stages)
+    ax.set_ylabel("p50 latency per frame (ms)")
+    m = results["machine"]
+    ax.set_title(f"YOLO11n-seg {results['imgsz']} px, {results['frame_size']} frames, {m['cpu']} ({m['cores']} cores)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        "# Latency: pomona edge runtime vs Ultralytics predict",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, onnxruntime {m.get('onnxruntime')}, OpenCV {m['opencv']}, "
+        f"Python {m['python']}. Weights `{r['weights']}` (YOLO11n-seg), imgsz {r['imgsz']}, conf {r['conf']}, "
+        f"{r['frames']} timed frames ({r['frame_size']}, synthetic orchard renders, "
+        f"{r['gt_apples_mean']:.1f} visible apples per frame on average). Command: `{r['command']}`.",
+        "",
+        "Model time = one `Predictor(frame)` call (pre + infer + post, masks at source resolution) or one "
+        "`YOLO(...).predict(frame)` call. End-to-end adds capture (JPEG decode) and rendering (supervision annotators).",
+        "",
+        "| run | model ms p50 / p95 / p99 | model FPS | end-to-end FPS | peak RSS MB | apples/frame |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, x in r["runs"].items():
+        mm = x["model_ms"]
+        e2e = f"{x['fps_e2e']:.1f}" if "fps_e2e" in x else "-"
+        lines.append(f"| {label} | {mm['p50']:.1f} / {mm['p95']:.1f} / {mm['p99']:.1f} | {x['fps_model']:.1f} | {e2e} | "
+                     f"{x['peak_rss_mb']:.0f} | {x['apples_mean']:.1f} |")
+    lines += ["", "Per stage (ms, p50 / p95 / p99):", "", "| run | " + " | ".join(STAGES) + " |",
+              "|---|" + "---|" * len(STAGES)]
+    for label, x in r["runs"].items():
+        cells = []
+        for s in STAGES:
+            v = x["stages_ms"].get(s)
+            cells.append(f"{v['p50']:.2f} / {v['p95']:.2f} / {v['p99']:.2f}" if v else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Ratios (model FPS, same frames, same run):", ""]
+    for k, v in r["ratios"].items():
+        lines.append(f"- {k}: **{v:.2f}x**")
+    lines += ["", "Post-processing share of model time (pomona ONNX FP32), by apples per frame:", "",
+              "| apples | frames | post ms | share |", "|---|---|---|---|"]
+    for row in r["post_share_by_count"]:
+        lines.append(f"| {row['apples']} | {row['frames']} | {row['post_ms']:.2f} | {100 * row['post_share']:.1f}% |")
+    lines += ["", "Parity vs PyTorch (synthetic images, matched apples):", "",
+              "| export | status | mean box IoU | mean mask IoU | max score diff | matched |", "|---|---|---|---|---|---|"]
+    for label, p in r["parity"].items():
+        lines.append(f"| {label} | {p['status']} | {p['mean_box_iou']:.4f} | {p['mean_mask_iou']:.4f} | "
+                     f"{p['max_score_diff']:.4f} | {p['matched']} |")
+    lines += ["", "![latency per stage](latency.png)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=str(ROOT / "runs/quickstart/weights/best.pt"))
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--size", default="640x480", help="frame size WxH")
+    p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--out", default=str(HERE))
+    a = p.parse_args()
+    weights = Path(a.weights)
+    if not weights.is_file():
+        raise SystemExit(f"weights not found: {weights} (run `pomona quickstart` or pass --weights)")
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="pomona-latency-"))
+    work.mkdir(parents=True, exist_ok=True)
+    pt = work / "model.pt"
+    shutil.copyfile(weights, pt)
+
+    from pomona.edge.bench import DEFAULT_PROMPT, machine_info
+    from pomona.export.exporter import export_model
+
+    w, h = (int(v) for v in a.size.lower().split("x"))
+    frames = work / "frames"
+    frames.mkdir(exist_ok=True)
+    gt = []
+    import cv2
+
+    from pomona.pipeline.procedural import render
+
+    seed = 5000
+    while len(gt) < 30 and seed < 5300:  # frames with 10-35 visible apples, the target workload
+        scene = render(DEFAULT_PROMPT, seed, (w, h))
+        seed += 1
+        if 10 <= len(scene.instances) <= 35:
+            cv2.imwrite(str(frames / f"frame_{len(gt):04d}.jpg"), scene.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            gt.append(len(scene.instances))
+    print(f"frames: {frames} ({sum(gt) / len(gt):.1f} apples/frame)", file=sys.stderr)
+
+    fp32 = export_model(pt, format="onnx")
+    fp16 = export_model(pt, format="onnx", half=True)
+    print("exported + parity checked", file=sys.stderr)
+    src = ["--source", str(frames), "--frames", str(a.frames), "--conf", str(a.conf)]
+    runs = {}
+    runs["pomona onnxruntime fp32"] = _child(["pomona", fp32["path"], *src])
+    runs["pomona onnxruntime fp16"] = _child(["pomona", fp16["path"], *src])
+    runs["ultralytics predict .pt"] = _child(["ultralytics", str(pt), *src])
+    runs["ultralytics predict .pt retina"] = _child(["ultralytics", str(pt), *src, "--retina"])
+    runs["ultralytics predict .onnx"] = _child(["ultralytics", fp32["path"], *src])
+    for label, res in runs.items():
+        print(f"{label}: {res['fps_model']:.1f} fps", file=sys.stderr)
+    ours = runs["pomona onnxruntime fp32"]
+    results = {
+        "command": "python benchmarks/latency/run.py " + " ".join(sys.argv[1:]),
+        "weights": str(weights), "imgsz": ours["imgsz"], "conf": a.conf, "frames": a.frames,
+        "frame_size": f"{w}x{h}", "gt_apples_mean": sum(gt) / len(gt), "machine": machine_info(),
+        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "per_frame"} for k, v in runs.items()},
+        "ratios": {
+            "pomona fp32 vs Ultralytics predict .pt": ours["fps_model"] / runs["ultralytics predict .pt"]["fps_model"],
+            "pomona fp32 vs Ultralytics predict .pt (retina masks, same output as ours)":
+                ours["fps_model"] / runs["ultralytics predict .pt retina"]["fps_model"],
+            "pomona fp32 vs Ultralytics predict .onnx": ours["fps_model"] / runs["ultralytics predict .onnx"]["fps_model"],
+            "pomona fp16 vs Ultralytics predict .pt": runs["pomona onnxruntime fp16"]["fps_model"]
+                / runs["ultralytics predict .pt"]["fps_model"],
+        },
+        "post_share_by_count": post_share_by_count(ours),
+        "parity": {"onnx fp32": fp32["parity"], "onnx fp16": fp16["parity"]},
+        "torch_free_edge_runs": all(not runs[k]["heavy_modules"] for k in runs if k.startswith("pomona")),
+    }
+    out = Path(a.out)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    plot(results, out / "latency.png")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("pomona", "ultralytics"):
+        child_main(sys.argv[1:])
+    else:
+        main()

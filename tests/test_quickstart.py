@@ -1,0 +1,28 @@
+"""Smoke test of the whole offline pipeline at tiny scale: render -> label -> split -> train -> evaluate -> export."""
+
+import json
+
+import pytest
+
+from pomona.cli import main
+from tests.conftest import make_dataset
+
+
+@pytest.mark.slow
+def test_quickstart_tiny(tmp_path):
+    real = make_dataset(tmp_path / "real", [[(30, 30, 12), (80, 50, 15)], [(60, 40, 20)], []])
+    (real / "data.yaml").write_text("train: images\nval: images\nnames: {0: apple}\n")
+    out = tmp_path / "qs"
+    main(["quickstart", "--out", str(out), "--real", str(real / "data.yaml"), "--n", "12", "--epochs", "1",
+          "--imgsz", "96"])  # raises SystemExit on any error
+    results = json.loads((out / "results.json").read_text())
+    for key in ("synthetic_val", "real_dev"):
+        for kind in ("box", "mask"):
+            assert 0.0 <= results[key][kind]["map50"] <= 1.0
+    assert results["real_dev"]["images"] == 3
+    assert (out / "weights" / "best.pt").is_file() and (out / "weights" / "best.onnx").is_file()
+    assert (out / "eval-real-dev" / "predictions.jpg").is_file()
+    report = (out / "report.md").read_text()
+    assert "real dev" in report and "synthetic val" in report and "mask mAP50" in report
+    manifest = (out / "data" / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 12
