@@ -111,9 +111,7 @@ def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: in
         raise PomonaError(f"--split must be val or test, got {split!r}")
     spec = read_data_yaml(data_yaml)
     images = spec.images(split)
-    model = load_yolo(weights, "model")
-    if model.task != "segment":
-        raise PomonaError(f"{weights} is a {model.task} model, not a segmentation model")
+    model = load_yolo(weights, "model", task="segment")
     out = Path(out) if out else Path(weights).resolve().parent.parent / f"eval-{spec.yaml_path.parent.name}-{split}"
     t0 = time.perf_counter()
     import tempfile

@@ -19,7 +19,9 @@ import numpy as np
 
 from pomona.errors import PomonaError
 from pomona.instances import Instances
-from pomona.pipeline.segmenters import ULTRALYTICS_ASSETS, BoxSegmenter, describe_load_error, find_weights
+from pomona.pipeline.segmenters import BoxSegmenter
+from pomona.pipeline.weights import ULTRALYTICS_ASSETS, find_weights
+from pomona.pipeline.weights import load_yolo as _load_yolo
 
 DEFAULT_DETECTOR = "yolo11x.pt"
 APPLE = "apple"
@@ -32,15 +34,8 @@ def find_yolo_weights(name: str | Path, what: str = "detector") -> Path | None:
 
 
 def load_yolo(name: str | Path, what: str = "detector"):
-    """An Ultralytics YOLO model from a weights file that must exist (nothing is downloaded unless
-    POMONA_ONLINE=1); a one-line PomonaError for missing or invalid files."""
-    weights = find_yolo_weights(name, what)
-    from ultralytics import YOLO  # after the file check: a missing file fails without the slow import
-
-    try:
-        return YOLO(str(weights) if weights is not None else Path(name).name)
-    except Exception as e:  # unpickling, missing keys, unknown format: all mean "not a YOLO checkpoint"
-        raise describe_load_error(Path(name) if weights is None else weights, f"Ultralytics YOLO {what}", e) from None
+    """An Ultralytics YOLO detector/teacher from a weights file that must exist."""
+    return _load_yolo(name, f"YOLO {what}", url_hint=ULTRALYTICS_ASSETS if what == "detector" else "")
 
 
 def apple_class_id(model, source: str) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -27,10 +26,10 @@ from typing import Callable, Protocol
 import numpy as np
 
 from pomona.errors import PomonaError
-from pomona.offline import cache_dir, missing_weights_message, online
+from pomona.pipeline.weights import ULTRALYTICS_ASSETS, describe_load_error, find_weights
+from pomona.offline import cache_dir, missing_weights_message
 
 DEFAULT_SEGMENTER = "sam2.1_b.pt"
-ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases"
 META_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 BOX_CHUNK = 64  # boxes per decoder call: bounds the (N, H, W) mask memory on crowded images
 
@@ -47,32 +46,6 @@ class BoxSegmenter(Protocol):
 
 
 # --- weights on disk -------------------------------------------------------------------------------
-
-
-def find_weights(name: str | Path, what: str, url_hint: str = "") -> Path | None:
-    """The weights file for ``name``: the path as given, else ``$POMONA_WEIGHTS/name``, else
-    ``./name``. Returns None when it is absent and downloads are allowed (the caller lets its
-    library fetch it); raises a one-line :class:`PomonaError` when absent and downloads are off."""
-    path = Path(name).expanduser()
-    candidates = [path]
-    if not path.is_absolute():
-        if os.environ.get("POMONA_WEIGHTS"):
-            candidates.append(Path(os.environ["POMONA_WEIGHTS"]).expanduser() / path)
-        candidates.append(Path.cwd() / path)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-        if candidate.is_dir():
-            raise PomonaError(f"{what} weights '{candidate}' is a folder, expected a weights file")
-    if online() and len(path.parts) == 1:
-        return None
-    raise PomonaError(missing_weights_message(str(name), what, url_hint))
-
-
-def describe_load_error(path: Path, what: str, error: BaseException) -> PomonaError:
-    """One line for a file that exists but is not a loadable checkpoint."""
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-    return PomonaError(f"{path} is not a valid {what} checkpoint ({type(error).__name__}: {reason})")
 
 
 # --- the two families ------------------------------------------------------------------------------

@@ -45,9 +45,7 @@ def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, im
         raise PomonaError(f"epochs, imgsz and batch must be positive (got {epochs}, {imgsz}, {batch})")
     spec = read_data_yaml(data_yaml)  # one-line errors for a data.yaml pointing nowhere
     spec.images("train")
-    yolo = load_yolo(model, "model")
-    if yolo.task != "segment":
-        raise PomonaError(f"model '{model}' is a {yolo.task} model; pomona trains segmentation models (e.g. yolo11n-seg.yaml)")
+    yolo = load_yolo(model, "model", task="segment")
     _skip_amp_download()
     import torch
 

@@ -1,4 +1,4 @@
-"""Find model weights on disk, and fail fast (never download) when they are not there."""
+"""Find model weights on disk and load them with one-line errors; never download unless POMONA_ONLINE=1."""
 
 from __future__ import annotations
 
@@ -8,47 +8,51 @@ from pathlib import Path
 from pomona.errors import PomonaError
 from pomona.offline import missing_weights_message, online
 
-ULTRALYTICS_RELEASES = "https://github.com/ultralytics/assets/releases"
+ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases"
 
 
-def search_dirs() -> list[Path]:
-    dirs = [Path.cwd()]
-    if os.environ.get("POMONA_WEIGHTS"):
-        dirs.insert(0, Path(os.environ["POMONA_WEIGHTS"]))
-    try:
-        from ultralytics.utils import WEIGHTS_DIR  # where Ultralytics keeps what it downloaded
-
-        dirs.append(Path(WEIGHTS_DIR))
-    except Exception:  # ultralytics absent: edge install
-        pass
-    return dirs
-
-
-def resolve_weights(name: str | Path, what: str = "model", url_hint: str = ULTRALYTICS_RELEASES) -> str:
-    """A local path for ``name``; with POMONA_ONLINE=1 a bare Ultralytics asset name is returned for it to fetch."""
-    p = Path(name)
-    if p.is_file():
-        return str(p)
-    if p.exists():
-        raise PomonaError(f"{what} weights '{name}' is not a file")
-    if p.parent == Path("."):
-        for d in search_dirs():
-            if (d / p.name).is_file():
-                return str(d / p.name)
-    if online() and p.parent == Path("."):
-        return str(name)
+def find_weights(name: str | Path, what: str, url_hint: str = "") -> Path | None:
+    """The weights file for ``name``: the path as given, else ``$POMONA_WEIGHTS/name``, else
+    ``./name``. Returns None when it is absent and downloads are allowed (the caller lets its
+    library fetch it); raises a one-line :class:`PomonaError` when absent and downloads are off."""
+    path = Path(name).expanduser()
+    candidates = [path]
+    if not path.is_absolute():
+        if os.environ.get("POMONA_WEIGHTS"):
+            candidates.append(Path(os.environ["POMONA_WEIGHTS"]).expanduser() / path)
+        candidates.append(Path.cwd() / path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+        if candidate.is_dir():
+            raise PomonaError(f"{what} weights '{candidate}' is a folder, expected a weights file")
+    if online() and len(path.parts) == 1:
+        return None
     raise PomonaError(missing_weights_message(str(name), what, url_hint))
 
 
-def load_yolo(weights: str | Path, what: str = "model"):
-    """``ultralytics.YOLO`` from a local .pt/.onnx/.yaml with one-line errors for wrong files."""
-    from ultralytics import YOLO
+def describe_load_error(path: Path, what: str, error: BaseException) -> PomonaError:
+    """One line for a file that exists but is not a loadable checkpoint."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+    return PomonaError(f"{path} is not a valid {what} checkpoint ({type(error).__name__}: {reason})")
 
-    path = str(weights)
-    if not path.endswith(".yaml"):
-        path = resolve_weights(path, what)
+
+def load_yolo(name: str | Path, what: str = "model", task: str | None = None, url_hint: str = ULTRALYTICS_ASSETS):
+    """``ultralytics.YOLO`` from a model yaml (random init) or a weights file that must exist.
+
+    ``task`` ("segment", "detect") is checked when given, so a detector passed where a
+    segmentation model belongs fails with one line instead of deep inside Ultralytics.
+    """
+    is_config = str(name).endswith((".yaml", ".yml"))
+    weights = None if is_config else find_weights(name, what, url_hint)
+    from ultralytics import YOLO  # after the file check: a missing file fails without the slow import
+
     try:
-        return YOLO(path)
-    except Exception as e:  # torch.load / yaml errors on files that are not models
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PomonaError(f"{what} '{weights}' could not be loaded as a YOLO model: {first[:160]}") from None
+        model = YOLO(str(name) if is_config or weights is None else str(weights))
+    except Exception as e:  # unpickling, missing keys, unknown format: all mean "not a YOLO checkpoint"
+        if is_config:
+            raise PomonaError(f"'{name}' is not a known Ultralytics model config ({str(e).splitlines()[0][:120]})") from None
+        raise describe_load_error(Path(name) if weights is None else weights, f"Ultralytics YOLO {what}", e) from None
+    if task and model.task != task:
+        raise PomonaError(f"{what} '{name}' is a {model.task} model; a {task} model is needed here")
+    return model

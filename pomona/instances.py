@@ -180,15 +180,12 @@ class Instances:
             return cls.empty((h, w))
         masks = None
         if result.masks is not None:
-            import cv2
+            data = result.masks.data
+            if tuple(data.shape[1:]) != (h, w):  # retina_masks=False gives letterboxed masks at inference size
+                from ultralytics.utils.ops import scale_masks
 
-            data = result.masks.data.cpu().numpy()
-            if data.shape[1:] != (h, w):  # retina_masks=False gives masks at inference size
-                from ultralytics.utils.ops import scale_image
-
-                data = scale_image(data.transpose(1, 2, 0).astype(np.float32), (h, w)).transpose(2, 0, 1)
-                data = data.reshape(n, h, w)
-            masks = data > 0.5
+                data = scale_masks(data[None].float(), (h, w))[0]
+            masks = data.cpu().numpy() > 0.5
         return cls(
             boxes.xyxy.cpu().numpy(),
             masks,

@@ -1,0 +1,119 @@
+"""``Predictor``: one BGR frame in, :class:`Instances` (masks at source resolution) out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pomona.edge import processing as P
+from pomona.edge.backends import OnnxBackend, TensorRTBackend, UltralyticsBackend, resolve_backend
+from pomona.errors import PomonaError
+from pomona.instances import Instances
+
+
+class Predictor:
+    """Apple instance segmentation with a pomona model (.onnx, .engine, or .pt on a workstation).
+
+    ``backend``: "auto" (by file suffix), "onnxruntime", "tensorrt" or "ultralytics".
+    ``imgsz``: inference size; a static model only runs at the size it was exported for.
+    After each call, ``last_timings`` holds the stage times in ms: pre, infer, post.
+    """
+
+    def __init__(self, model: str | Path, backend: str = "auto", conf: float = 0.25, iou: float = 0.7,
+                 imgsz: int | None = None, max_det: int = P.MAX_DET):
+        path = Path(model)
+        if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
+            raise PomonaError(f"conf and iou must be in 0..1, got conf={conf}, iou={iou}")
+        self.model_path = path
+        self.backend_name = resolve_backend(path, backend)
+        if not path.exists():
+            raise PomonaError(f"model not found: {path}")
+        if self.backend_name == "onnxruntime":
+            self._backend = OnnxBackend(path)
+        elif self.backend_name == "tensorrt":
+            self._backend = TensorRTBackend(path)
+        else:
+            self._backend = UltralyticsBackend(path)
+        self.info = self._backend.info
+        if self.info.task != "segment":
+            raise PomonaError(f"{path} is a {self.info.task} model, pomona needs a segmentation model")
+        self.names: dict[int, str] = dict(self.info.names)
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.input_hw = self._input_size(imgsz)
+        self.imgsz = max(self.input_hw)
+        self.precision = self.info.precision
+        self.device = getattr(self._backend, "device", "cpu")
+        self.last_timings: dict[str, float] = {"pre": 0.0, "infer": 0.0, "post": 0.0}
+
+    def _input_size(self, imgsz: int | None) -> tuple[int, int]:
+        native = tuple(int(v) for v in self._backend.input_hw)
+        if imgsz is None or int(imgsz) == max(native):
+            return native
+        if not self._backend.dynamic:
+            raise PomonaError(f"{self.model_path.name} was exported for a fixed {native[1]}x{native[0]} input; "
+                              f"re-export with --dynamic to run at --imgsz {imgsz}")
+        s = self.info.stride
+        size = max(s, int(np.ceil(int(imgsz) / s) * s))
+        return (size, size)
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.model_path.name}, backend={self.backend_name}, device={self.device}, "
+                f"imgsz={self.imgsz}, precision={self.precision})")
+
+    @staticmethod
+    def _as_bgr(image: np.ndarray) -> np.ndarray:
+        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+            raise PomonaError("expected an image as a HxWx3 BGR numpy array")
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        elif image.shape[2] != 3:
+            raise PomonaError(f"expected 1, 3 or 4 channels, got {image.shape[2]}")
+        if image.dtype != np.uint8:
+            image = np.clip(image, 0, 255).astype(np.uint8)
+        return image
+
+    def __call__(self, image_bgr: np.ndarray) -> Instances:
+        image = self._as_bgr(image_bgr)
+        if isinstance(self._backend, UltralyticsBackend):
+            return self._predict_ultralytics(image)
+        t0 = time.perf_counter()
+        padded, lb = P.letterbox(image, self.input_hw, auto=self._backend.dynamic, stride=self.info.stride)
+        blob = P.to_blob(padded)
+        t1 = time.perf_counter()
+        pred, protos = self._backend(blob)
+        t2 = time.perf_counter()
+        inst = self.postprocess(pred[0], protos[0], lb)
+        t3 = time.perf_counter()
+        self.last_timings = {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3}
+        return inst
+
+    def postprocess(self, pred: np.ndarray, protos: np.ndarray, lb: P.Letterbox) -> Instances:
+        det = P.decode(pred, len(self.names), self.conf, self.iou, self.max_det)
+        size = (lb.src_h, lb.src_w)
+        if len(det.boxes) == 0:
+            return Instances.empty(size)
+        boxes = P.scale_boxes(det.boxes, lb)
+        masks = P.box_masks(protos.astype(np.float32, copy=False), det.coeffs, boxes, lb)
+        # Ultralytics drops detections whose mask came out empty; so do we (checked inside the box only)
+        keep = [i for i, b in enumerate(boxes) if masks[i, int(b[1]):int(np.ceil(b[3])), int(b[0]):int(np.ceil(b[2]))].any()]
+        if len(keep) < len(boxes):
+            boxes, masks = boxes[keep], masks[keep]
+            det.scores, det.class_ids = det.scores[keep], det.class_ids[keep]
+        return Instances(boxes, masks, det.scores, det.class_ids, size)
+
+    def _predict_ultralytics(self, image: np.ndarray) -> Instances:
+        t0 = time.perf_counter()
+        result = self._backend.predict(image, self.conf, self.iou, self.imgsz)
+        t1 = time.perf_counter()
+        inst = Instances.from_ultralytics(result)
+        t2 = time.perf_counter()
+        speed = dict(result.speed or {})
+        pre, infer = float(speed.get("preprocess", 0.0)), float(speed.get("inference", 0.0))
+        post = max((t1 - t0) * 1e3 - pre - infer, 0.0) + (t2 - t1) * 1e3  # includes its NMS + mask stage + conversion
+        self.last_timings = {"pre": pre, "infer": infer, "post": post}
+        return inst
