@@ -109,7 +109,7 @@ class Instances:
         """Mask areas in pixels (box areas when there are no masks)."""
         if self.masks is None:
             return ((self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])).astype(np.float32)
-        return self.masks.reshape(len(self), -1).sum(1).astype(np.float32)
+        return self.masks.reshape(len(self), self.image_size[0] * self.image_size[1]).sum(1).astype(np.float32)
 
     @property
     def centroids(self) -> np.ndarray:

@@ -82,3 +82,10 @@ def test_instances_cleanup_and_indexing():
     assert inst[0].boxes.shape == (1, 4)
     recs = cleaned.to_records(with_polygons=True)
     assert recs[0]["area"] > 0 and len(recs[0]["polygon"]) >= 3
+
+
+def test_empty_instances_derived_quantities():
+    empty = Instances.empty((30, 40))
+    assert empty.areas.shape == (0,) and empty.centroids.shape == (0, 2)
+    assert empty.to_records(with_polygons=True) == [] and empty.polygons() == []
+    assert len(empty.with_masks_cleaned(min_area=5)) == 0
