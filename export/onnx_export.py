@@ -12,24 +12,9 @@ from pathlib import Path
 
 from pomona.edge.metadata import METADATA_KEY, ModelInfo, current_version, info_from_ultralytics_props
 from pomona.errors import PomonaError
+from pomona.pipeline.weights import load_yolo
 
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto data types
-
-
-def load_yolo(weights: Path):
-    """A YOLO segmentation model from a .pt, with one-line errors."""
-    if not weights.is_file():
-        raise PomonaError(f"weights not found: {weights}")
-    from ultralytics import YOLO
-
-    try:
-        model = YOLO(str(weights))
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise PomonaError(f"cannot load {weights} as a YOLO model: {msg}") from None
-    if model.task != "segment":
-        raise PomonaError(f"{weights} is a {model.task} model; pomona exports segmentation models")
-    return model
 
 
 def initializer_dtypes(path: Path) -> Counter:
@@ -59,7 +44,7 @@ def convert_to_fp16(path: Path) -> None:
 def export_onnx(weights: Path, out: Path, half: bool = False, dynamic: bool = False, imgsz: int | None = None,
                 verbose: bool = False) -> tuple[Path, ModelInfo]:
     """Export ``weights`` to ``out`` (ONNX), verify precision, embed pomona metadata; returns (path, info)."""
-    model = load_yolo(weights)
+    model = load_yolo(weights, "segmentation", task="segment")  # one-line errors: missing, not a checkpoint, detect
     train_args = getattr(model.model, "args", {}) or {}
     if imgsz is None:
         imgsz = int(train_args.get("imgsz", 640)) if isinstance(train_args, dict) else 640
@@ -68,7 +53,7 @@ def export_onnx(weights: Path, out: Path, half: bool = False, dynamic: bool = Fa
     with tempfile.TemporaryDirectory(prefix="pomona-export-") as tmp:
         src = Path(tmp) / (out.stem + ".pt")
         shutil.copyfile(weights, src)
-        tmp_model = load_yolo(src)
+        tmp_model = load_yolo(src, "segmentation", task="segment")
         precision = {"quantize": 16} if half else {}  # Ultralytics >= 8.4 spells FP16 `quantize=16` (was half=True)
         try:
             with _quiet_ultralytics(verbose):

@@ -1,5 +1,7 @@
-"""Parity check: does the exported model (run by the edge runtime) find the same apples as PyTorch?
+"""Parity check: does the exported model (run by the edge runtime) find the same apples as its source?
 
+The reference is PyTorch (Ultralytics on the ``.pt``) or, for an engine built from an ``.onnx`` where
+torch is absent, ONNX Runtime on the CPU running that same ``.onnx``.
 Both sides see the same synthetic images (never real ones). Detections are matched by box IoU;
 the report gives matched box IoU, mask IoU and score differences. A reference apple without a
 partner counts as mask IoU 0 unless its score sits within ``margin`` of the threshold (where a
@@ -18,17 +20,20 @@ from pomona.errors import PomonaError
 from pomona.instances import Instances
 from pomona.masks import box_iou, mask_iou
 
-TOLERANCE = {"fp32": 0.98, "fp16": 0.95, "int8": 0.85}  # minimum mean mask IoU vs PyTorch
+# Minimum mean mask IoU vs the reference. INT8 rounds every activation to 256 levels: mask borders move
+# by a pixel or two and low-confidence apples near the threshold come and go, so it gets a looser bar.
+TOLERANCE = {"fp32": 0.98, "fp16": 0.95, "int8": 0.90}
 MATCH_IOU = 0.5
+PARITY_PROMPT = "apples on trellised trees in a row, 1.5 m away, many apples"  # 4-10 apples per 320 px image
 
 
-def parity_images(n: int = 4, size: int = 320, seed: int = 0) -> list[np.ndarray]:
+def parity_images(n: int = 6, size: int = 320, seed: int = 0) -> list[np.ndarray]:
     """Square synthetic orchard images (square, so PyTorch's rectangular letterbox equals the export's)."""
     try:
         from pomona.pipeline.procedural import render
-    except ImportError:  # renderer absent: plain synthetic discs still exercise every layer
+    except ImportError:  # renderer absent (edge install): plain synthetic discs still exercise every layer
         return [_disc_image(size, seed + i) for i in range(n)]
-    return [render("apple orchard, parity check", seed + i, (size, size)).image for i in range(n)]
+    return [render(PARITY_PROMPT, seed + i, (size, size)).image for i in range(n)]
 
 
 def _disc_image(size: int, seed: int) -> np.ndarray:
@@ -72,18 +77,46 @@ def match(ref: Instances, got: Instances, conf: float, margin: float = 0.05) -> 
             "unmatched_confident": len(missed) + len(extra)}
 
 
-def reference_predict(weights: Path, images: list[np.ndarray], conf: float, iou: float, imgsz: int) -> list[Instances]:
+def reference_name(reference: Path) -> str:
+    return "ONNX Runtime (CPU)" if Path(reference).suffix.lower() == ".onnx" else "PyTorch"
+
+
+def cpu_onnx_predictor(onnx: Path, conf: float, iou: float):
+    """The edge Predictor on ONNX Runtime's CPU provider only.
+
+    On a Jetson, onnxruntime-gpu would pick its TensorRT provider first, i.e. the very thing under test
+    (and spend minutes building an engine). Predictor has no providers argument, so its backend class is
+    bound to the CPU provider while it is constructed.
+    """
+    import functools
+
+    from pomona.edge import predictor as predictor_module
+
+    original = predictor_module.OnnxBackend
+    predictor_module.OnnxBackend = functools.partial(original, providers=["CPUExecutionProvider"])
+    try:
+        return predictor_module.Predictor(onnx, backend="onnxruntime", conf=conf, iou=iou)
+    finally:
+        predictor_module.OnnxBackend = original
+
+
+def reference_predict(reference: Path, images: list[np.ndarray], conf: float, iou: float, imgsz: int) -> list[Instances]:
+    """The reference detections: Ultralytics on a ``.pt``, or the edge runtime on an ``.onnx`` on the CPU."""
+    if Path(reference).suffix.lower() == ".onnx":
+        predictor = cpu_onnx_predictor(Path(reference), conf, iou)
+        return [predictor(im) for im in images]
     from ultralytics import YOLO
 
-    model = YOLO(str(weights))
+    model = YOLO(str(reference))
     return [Instances.from_ultralytics(model.predict(im, conf=conf, iou=iou, imgsz=imgsz, retina_masks=True,
                                                      verbose=False, device="cpu")[0]) for im in images]
 
 
-def parity_check(weights: Path, exported: Path, precision: str, images: list[np.ndarray] | None = None,
+def parity_check(reference: Path, exported: Path, precision: str, images: list[np.ndarray] | None = None,
                  conf: float = 0.1, iou: float = 0.7, report_path: Path | None = None,
                  final: Path | None = None) -> dict:
-    """Compare ``exported`` (through :class:`pomona.edge.Predictor`) with ``weights`` (PyTorch).
+    """Compare ``exported`` (through :class:`pomona.edge.Predictor`) with ``reference``: a ``.pt`` (PyTorch)
+    or the ``.onnx`` an engine was built from (ONNX Runtime, CPU).
 
     Writes ``<exported stem>.parity.json`` and ``.parity.md``; returns the report. Does not raise on a
     failed check (see :func:`enforce`), so callers decide what happens to the exported file.
@@ -93,17 +126,18 @@ def parity_check(weights: Path, exported: Path, precision: str, images: list[np.
     predictor = Predictor(exported, conf=conf, iou=iou)
     if images is None:
         images = parity_images(size=max(predictor.input_hw))
-    ref = reference_predict(weights, images, conf, iou, predictor.imgsz)
+    ref = reference_predict(reference, images, conf, iou, predictor.imgsz)
     if sum(len(r) for r in ref) < 3:  # a barely trained model: compare on what it does find at a low threshold
         conf = 0.01
         predictor.conf = conf
-        ref = reference_predict(weights, images, conf, iou, predictor.imgsz)
+        ref = reference_predict(reference, images, conf, iou, predictor.imgsz)
     per_image = [match(r, predictor(im), conf) for r, im in zip(ref, images)]
     allv = {k: [v for p in per_image for v in p[k]] for k in ("box_iou", "mask_iou", "score_diff")}
     tolerance = TOLERANCE.get(precision, 0.95)
     n = len(allv["mask_iou"])
     report = {
-        "weights": str(weights), "exported": str(final or exported), "precision": precision, "backend": predictor.backend_name,
+        "weights": str(reference), "reference": reference_name(reference), "exported": str(final or exported),
+        "precision": precision, "backend": predictor.backend_name,
         "images": len(images), "image_size": list(images[0].shape[:2]), "conf": conf, "iou": iou,
         "reference_instances": sum(p["n_ref"] for p in per_image),
         "exported_instances": sum(p["n_exported"] for p in per_image),
@@ -133,7 +167,7 @@ def enforce(report: dict, exported: Path, final: Path | None = None) -> None:
     if exported.exists():
         exported.replace(failed)
     raise PomonaError(f"parity check failed for {final.name}: mean mask IoU {report['mean_mask_iou']:.3f} < "
-                      f"{report['tolerance_mask_iou']} vs PyTorch (report {report['report']}); moved to {failed.name}")
+                      f"{report['tolerance_mask_iou']} vs {report['reference']} (report {report['report']}); moved to {failed.name}")
 
 
 def _markdown(r: dict) -> str:
@@ -141,7 +175,7 @@ def _markdown(r: dict) -> str:
         return "n/a" if v is None else f"{v:.{d}f}"
 
     return "\n".join([
-        f"# Parity: {Path(r['exported']).name} vs {Path(r['weights']).name}",
+        f"# Parity: {Path(r['exported']).name} vs {Path(r['weights']).name} ({r['reference']})",
         "",
         f"**{r['status'].upper()}** (mean mask IoU {f(r['mean_mask_iou'])}, tolerance {r['tolerance_mask_iou']} for "
         f"{r['precision']})",
@@ -149,7 +183,7 @@ def _markdown(r: dict) -> str:
         "| metric | value |", "|---|---|",
         f"| images (synthetic, {r['image_size'][1]}x{r['image_size'][0]}) | {r['images']} |",
         f"| conf / iou | {r['conf']} / {r['iou']} |",
-        f"| instances PyTorch / exported / matched | {r['reference_instances']} / {r['exported_instances']} / {r['matched']} |",
+        f"| instances {r['reference']} / exported / matched | {r['reference_instances']} / {r['exported_instances']} / {r['matched']} |",
         f"| confident unmatched | {r['unmatched_confident']} |",
         f"| mean box IoU | {f(r['mean_box_iou'])} |",
         f"| mean / min mask IoU | {f(r['mean_mask_iou'])} / {f(r['min_mask_iou'])} |",

@@ -90,6 +90,24 @@ def sibling_onnx(engine: Path) -> Path | None:
     return None
 
 
+def onnx_info(onnx: Path) -> ModelInfo:
+    """pomona's metadata from an ONNX file's metadata_props (one-line errors for a missing/foreign/broken file)."""
+    import onnxruntime as ort
+
+    onnx = Path(onnx)
+    if not onnx.is_file():
+        raise PomonaError(f"ONNX model not found: {onnx}")
+    try:
+        sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PomonaError(f"cannot load ONNX model {onnx}: {first[:200]}") from None
+    info = from_onnx_props(sess.get_modelmeta().custom_metadata_map, str(onnx))
+    if info.task != "segment":
+        raise PomonaError(f"{onnx} is a {info.task} model; pomona builds engines for segmentation models")
+    return info
+
+
 def calibration_images(calib: Path) -> list[Path]:
     """Images of a ``pomona generate`` folder (it has a manifest.jsonl): synthetic by construction."""
     from pomona.dataset import list_images
@@ -147,11 +165,7 @@ def build_engine(onnx: Path, precision: str = "fp16", out: Path | None = None, c
     trt = _trt()
     if precision not in PRECISIONS:
         raise PomonaError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    info = from_onnx_props(sess.get_modelmeta().custom_metadata_map, str(onnx))
-    del sess
+    info = onnx_info(onnx)
     out = out or engine_path(onnx, precision)
     target = build_target(precision)
     if out.is_file():
@@ -188,7 +202,8 @@ def build_engine(onnx: Path, precision: str = "fp16", out: Path | None = None, c
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # layers INT8 cannot take fall back to FP16, not FP32
     if precision == "int8":
-        cache = onnx.with_name(onnx.name.split(".")[0] + ".int8.calib")  # reused by rebuilds on another GPU
+        # beside the engine (the ONNX may sit on a read-only mount); reused by rebuilds on another GPU
+        cache = out.parent / (onnx.name.split(".")[0] + ".int8.calib")
         if calib is None and not cache.is_file():
             raise PomonaError("--int8 needs --calib DIR with synthetic images (e.g. from `pomona generate`)")
         config.set_flag(trt.BuilderFlag.INT8)
@@ -202,6 +217,6 @@ def build_engine(onnx: Path, precision: str = "fp16", out: Path | None = None, c
         raise PomonaError(f"TensorRT failed to build an engine from {onnx} (see the TensorRT log above)")
     engine_info = ModelInfo(names=info.names, imgsz=info.imgsz, stride=info.stride, task=info.task,
                             precision=precision, dynamic=info.dynamic, batch=1, pomona_version=info.pomona_version,
-                            extra={**target, "onnx": onnx.name, "format": "engine"})
+                            extra={**info.extra, **target, "onnx": onnx.name, "format": "engine"})
     write_engine_file(out, engine_info, bytes(serialized))
     return out

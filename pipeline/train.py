@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pomona.dataset import read_data_yaml
@@ -33,6 +34,20 @@ def load_recipe_section(recipe: str | None, section: str) -> dict:
     from pomona.pipeline.recipe import load_recipe
 
     return dict(load_recipe(recipe).get(section) or {})
+
+
+def resolve_training_data(data: list[Path], out: Path) -> Path:
+    """One data.yaml as is; dataset folders are split by source group (seed 0, val 0.1) into ``out/data.yaml``."""
+    if len(data) == 1 and Path(data[0]).suffix in (".yaml", ".yml"):
+        return Path(data[0])
+    for d in data:
+        if Path(d).is_file():
+            raise PomonaError(f"{d}: give one data.yaml, or dataset folders only")
+    from pomona.pipeline.split import split
+
+    report = split([Path(d) for d in data], val=0.1, seed=0, out=Path(out))
+    print(report, file=sys.stderr)
+    return report.data_yaml
 
 
 def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, imgsz: int = 320, batch: int = 16,

@@ -144,7 +144,8 @@ def split(
 
 @app.command()
 def train(
-    data_yaml: Path = typer.Argument(..., help="data.yaml (from pomona split)."),
+    data: List[Path] = typer.Argument(..., help="data.yaml (from pomona split), or one or more dataset folders "
+                                               "(e.g. procedural + generated), split by source group into OUT/data.yaml."),
     model: str = typer.Option("yolo11n-seg.yaml", help="A model yaml (train from scratch) or a .pt to fine-tune."),
     epochs: int = typer.Option(30),
     imgsz: int = typer.Option(320),
@@ -155,8 +156,9 @@ def train(
     recipe: Optional[str] = typer.Option(None, help="Named recipe (pomona/recipes/NAME.yaml) for augmentation etc."),
 ) -> None:
     """Train YOLO11-seg with Ultralytics, offline."""
-    from pomona.pipeline.train import train as run_train
+    from pomona.pipeline.train import resolve_training_data, train as run_train
 
+    data_yaml = resolve_training_data(data, out)
     best = run_train(data_yaml, model=model, epochs=epochs, imgsz=imgsz, batch=batch, out=out, workers=workers,
                      device=device, recipe=recipe)
     typer.echo(f"best weights: {best}")

@@ -130,16 +130,61 @@ def test_export_bad_inputs(tmp_path, random_pt):
 
     broken = tmp_path / "broken.pt"
     broken.write_bytes(random_pt.read_bytes()[:1000])
-    with pytest.raises(PomonaError, match="cannot load"):
+    with pytest.raises(PomonaError, match="not a valid Ultralytics YOLO segmentation checkpoint") as e:
         export_model(broken)
+    assert "\n" not in str(e.value)
     with pytest.raises(PomonaError, match="not found"):
         export_model(tmp_path / "missing.pt")
     with pytest.raises(PomonaError, match="--calib"):
         export_model(random_pt, format="engine", int8=True)
-    with pytest.raises(PomonaError, match="TensorRT"):
-        export_model(random_pt, format="onnx", int8=True, calib=tmp_path)
+    with pytest.raises(PomonaError, match="--calib"):
+        export_model(random_pt, format="onnx", int8=True)
+    with pytest.raises(PomonaError, match="one of --half and --int8"):
+        export_model(random_pt, format="onnx", int8=True, half=True, calib=tmp_path)
+    with pytest.raises(PomonaError, match="fixed input size"):
+        export_model(random_pt, format="onnx", int8=True, dynamic=True, calib=tmp_path)
     with pytest.raises(PomonaError, match="format"):
         export_model(random_pt, format="tflite")
+    with pytest.raises(PomonaError, match=r"\(\.pt\)"):
+        export_model(tmp_path / "m.tflite")
+
+
+def test_detect_model_is_refused_in_one_line(tmp_path):
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    from pomona.export.exporter import export_model
+
+    torch.manual_seed(0)
+    det = tmp_path / "det.pt"
+    torch.save({"model": DetectionModel("yolo11n.yaml", nc=1, verbose=False), "train_args": {"imgsz": IMGSZ},
+                "epoch": -1, "date": None}, det)
+    with pytest.raises(PomonaError, match="is a detect model; a segment model is needed") as e:
+        export_model(det)
+    assert "\n" not in str(e.value) and not det.with_suffix(".onnx").exists()
+
+
+def test_onnx_input_validation(onnx32, tmp_path):
+    """An .onnx is only a starting point for --format engine, and only a pomona one."""
+    from pomona.export.exporter import export_model
+
+    path = Path(onnx32["path"])
+    with pytest.raises(PomonaError, match="already ONNX"):
+        export_model(path, format="onnx")
+    with pytest.raises(PomonaError, match="fixed inside"):
+        export_model(path, format="engine", imgsz=320)
+    with pytest.raises(PomonaError, match="weights not found"):
+        export_model(tmp_path / "none.onnx", format="engine")
+    foreign = tmp_path / "foreign.onnx"
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.save(model, str(foreign))
+    with pytest.raises(PomonaError, match="no pomona metadata"):
+        export_model(foreign, format="engine", half=True)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a protobuf")
+    with pytest.raises(PomonaError, match="cannot load ONNX model"):
+        export_model(garbage, format="engine")
 
 
 def test_engine_header_round_trip(tmp_path):
@@ -167,6 +212,90 @@ def test_engine_export_without_tensorrt_is_a_clear_error(random_pt):
             export_model(random_pt, format="engine", half=True)
     else:
         pytest.skip("tensorrt is installed: covered by test_tensorrt_engine_build")
+
+
+def test_onnx_to_engine_cli_never_imports_torch(onnx32, tmp_path):
+    """The Jetson container's call (docker/entrypoint.sh) with torch and Ultralytics made unimportable."""
+    import subprocess
+    import sys
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tensorrt is installed: the build itself is covered by test_tensorrt_engine_from_onnx")
+    script = ("import sys, runpy; sys.modules.update(torch=None, ultralytics=None, torchvision=None); "
+              "sys.argv = ['pomona'] + sys.argv[1:]; runpy.run_module('pomona.cli', run_name='__main__')")
+    out = tmp_path / ".m.partial.engine"
+    proc = subprocess.run([sys.executable, "-c", script, "export", onnx32["path"], "--format", "engine", "--half",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines, proc.stderr[-2000:]
+    assert lines[-1].startswith("error: TensorRT export needs the TensorRT Python package"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_parity_against_onnx_runtime_reference(onnx32, onnx16):
+    """The check an engine built from an .onnx gets: the edge runtime vs ORT (CPU) on the source .onnx.
+    Here the exported side is the FP16 ONNX, since TensorRT is absent."""
+    from pomona.export.parity import parity_check
+
+    rep = parity_check(Path(onnx32["path"]), Path(onnx16["path"]), "fp16",
+                       report_path=Path(onnx16["path"]).with_name("vs-ort.parity.json"))
+    assert rep["reference"] == "ONNX Runtime (CPU)" and rep["status"] == "pass" and rep["matched"] > 0
+    assert rep["mean_mask_iou"] >= 0.95
+    assert "(ONNX Runtime (CPU))" in Path(rep["report"]).with_name("vs-ort.parity.md").read_text().splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory) -> Path:
+    from pomona.pipeline.generate import generate_procedural
+
+    out = tmp_path_factory.mktemp("calib") / "synthetic"
+    generate_procedural(out, n=8, size=(IMGSZ, IMGSZ), seed=7000, workers=1)
+    return out
+
+
+def test_int8_onnx_export(random_pt, calib_dir, tmp_path):
+    from pomona.edge import Predictor
+    from pomona.export.exporter import export_model
+    from pomona.export.onnx_int8 import decode_tail
+
+    with pytest.raises(PomonaError, match="not a `pomona generate` folder"):
+        export_model(random_pt, format="onnx", int8=True, calib=tmp_path)
+    result = export_model(random_pt, format="onnx", int8=True, calib=calib_dir)
+    path = Path(result["path"])
+    assert path.name == "rand.int8.onnx" and result["precision"] == "int8"
+    assert result["weight_dtypes"].get("int8", 0) > 50, result["weight_dtypes"]  # the conv weights really are int8
+    rep = result["parity"]
+    assert rep["status"] == "pass" and rep["tolerance_mask_iou"] == 0.90 and rep["mean_mask_iou"] >= 0.90
+    model = onnx.load(str(path))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # the box/score decode stays float: no Q/DQ pair feeds the detection output
+    tail = set(decode_tail(model))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    assert tail and all(producers[i].op_type != "DequantizeLinear"
+                        for n in model.graph.node if n.name in tail for i in n.input if i in producers
+                        and producers[i].name not in tail and producers[i].op_type != "Conv")
+    p = Predictor(path)
+    assert p.precision == "int8" and p.names == {0: "apple"}
+    meta = json.loads({q.key: q.value for q in model.metadata_props}["pomona"])
+    assert "synthetic" in meta["extra"]["calibration"]
+    with pytest.raises(PomonaError, match="INT8 ONNX for ONNX Runtime"):
+        export_model(path, format="engine", half=True)
+
+
+def test_tensorrt_engine_from_onnx(onnx32):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installable on this CPU-only machine (needs an NVIDIA GPU)")
+    from pomona.edge import Predictor
+    from pomona.export.exporter import export_model
+
+    result = export_model(onnx32["path"], format="engine", half=True)
+    assert result["parity"]["status"] == "pass" and result["parity"]["reference"] == "ONNX Runtime (CPU)"
+    p = Predictor(result["path"])
+    assert p.backend_name == "tensorrt" and p.names == {0: "apple"} and p.precision == "fp16"
 
 
 def test_tensorrt_engine_build(onnx32, random_pt):

@@ -62,3 +62,17 @@ def test_bad_input(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PomonaError, match="no images"):
         split([tmp_path / "empty"])
+
+
+def test_train_accepts_dataset_folders(tmp_path):
+    from pomona.pipeline.train import resolve_training_data
+
+    a = make_dataset(tmp_path / "procedural", [[(30, 30, 10)]] * 5)
+    b = make_dataset(tmp_path / "generated", [[(40, 30, 10)]] * 5)
+    data_yaml = resolve_training_data([a, b], tmp_path / "run")
+    assert data_yaml == tmp_path / "run" / "data.yaml"
+    spec = read_data_yaml(data_yaml)
+    assert {p.parent.parent.name for p in spec.images("train")} == {"procedural", "generated"}
+    assert resolve_training_data([data_yaml], tmp_path / "other") == data_yaml
+    with pytest.raises(PomonaError, match="dataset folders only"):
+        resolve_training_data([data_yaml, a], tmp_path / "x")

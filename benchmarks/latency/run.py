@@ -2,18 +2,21 @@
 
     python benchmarks/latency/run.py [--weights runs/quickstart/weights/best.pt] [--frames 60]
 
-Exports the weights to ONNX FP32 and FP16 (each with its parity check vs PyTorch), renders
-synthetic orchard frames, then times, each in its own process (so peak RSS is per backend):
-  pomona onnxruntime FP32 / FP16   (Predictor + drawing: capture, pre, infer, post, render)
-  Ultralytics YOLO(.pt).predict    (default masks, and retina_masks=True = source-resolution masks like ours)
+Exports the weights to ONNX FP32, FP16 and INT8 (INT8 calibrated on a `pomona generate` folder rendered
+here; each export with its parity check vs PyTorch), renders synthetic orchard frames, then times, each in
+its own process (so peak RSS is per backend):
+  pomona onnxruntime FP32 / FP16 / INT8  (Predictor + drawing: capture, pre, infer, post, render)
+  Ultralytics YOLO(.pt).predict          (default masks, and retina_masks=True = source-resolution masks like ours)
   Ultralytics YOLO(.onnx).predict
-Writes results.json, results.md and latency.png next to this script.
+plus a sweep of ONNX Runtime session options (bare session.run on the same frames) and a larger parity
+sample (24 synthetic images) per export. Writes results.json, results.md and latency.png next to this script.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -34,14 +37,16 @@ def _child(args: list[str]) -> dict:
 
 def child_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["pomona", "ultralytics"])
+    p.add_argument("mode", choices=["pomona", "ultralytics", "ort-options"])
     p.add_argument("model")
     p.add_argument("--source", required=True)
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--retina", action="store_true")
     a = p.parse_args(argv)
-    if a.mode == "pomona":
+    if a.mode == "ort-options":
+        res = ort_options(a.model, a.source, a.frames)
+    elif a.mode == "pomona":
         from pomona.edge.bench import bench
 
         res = bench(a.model, a.source, frames=a.frames, conf=a.conf, per_frame=True)
@@ -51,6 +56,58 @@ def child_main(argv: list[str]) -> None:
 
         res = ultralytics_baseline(a.model, a.source, frames=a.frames, conf=a.conf, retina_masks=a.retina)
     print(json.dumps(res))
+
+
+ORT_OPTIONS = {  # name -> SessionOptions settings; "runtime" is what pomona.edge.backends.OnnxBackend uses
+    "runtime (all cores, spinning)": {},
+    "1 thread": {"threads": 1},
+    "all cores, no spinning": {"spin": False},
+    "ORT_PARALLEL": {"parallel": True},
+    "no CPU memory arena": {"arena": False},
+    "ORT_ENABLE_BASIC only": {"basic": True},
+}
+
+
+def ort_options(model: str, source: str, frames: int) -> dict:
+    """Median ms of a bare ``session.run`` per ONNX Runtime session configuration, on the same frames."""
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from pomona.dataset import list_images, read_image
+    from pomona.edge.backends import cpu_cores
+    from pomona.edge.processing import letterbox, to_blob
+
+    probe = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    inp = probe.get_inputs()[0]
+    hw = (int(inp.shape[2]), int(inp.shape[3]))
+    blobs = [to_blob(letterbox(read_image(p), hw)[0]) for p in list_images(Path(source))[:10]]
+    out = {}
+    for name, cfg in ORT_OPTIONS.items():
+        o = ort.SessionOptions()
+        o.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if cfg.get("basic")
+                                      else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        o.intra_op_num_threads = cfg.get("threads", cpu_cores())
+        o.inter_op_num_threads = 1
+        o.log_severity_level = 3
+        if cfg.get("spin") is False:
+            o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if cfg.get("parallel"):
+            o.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        if cfg.get("arena") is False:
+            o.enable_cpu_mem_arena = False
+        sess = ort.InferenceSession(model, o, providers=["CPUExecutionProvider"])
+        for b in blobs[:3]:
+            sess.run(None, {inp.name: b})
+        ms = []
+        for i in range(frames):
+            t0 = time.perf_counter()
+            sess.run(None, {inp.name: blobs[i % len(blobs)]})
+            ms.append((time.perf_counter() - t0) * 1e3)
+        out[name] = {"p50": float(np.median(ms)), "mean": float(np.mean(ms))}
+        del sess
+    return out
 
 
 def post_share_by_count(res: dict) -> list[dict]:
@@ -103,6 +160,11 @@ def markdown(r: dict) -> str:
         f"{r['frames']} timed frames ({r['frame_size']}, synthetic orchard renders, "
         f"{r['gt_apples_mean']:.1f} visible apples per frame on average). Command: `{r['command']}`.",
         "",
+        f"Load average (1/5/15 min) before / after the timed runs: "
+        f"{' '.join(f'{v:.2f}' for v in r['load_average_1_5_15']['before_timing'])} / "
+        f"{' '.join(f'{v:.2f}' for v in r['load_average_1_5_15']['after_timing'])} "
+        f"(a load near {m['cores']} means the cores were shared with other jobs).",
+        "",
         "Model time = one `Predictor(frame)` call (pre + infer + post, masks at source resolution) or one "
         "`YOLO(...).predict(frame)` call. End-to-end adds capture (JPEG decode) and rendering (supervision annotators).",
         "",
@@ -125,15 +187,26 @@ def markdown(r: dict) -> str:
     lines += ["", "Ratios (model FPS, same frames, same run):", ""]
     for k, v in r["ratios"].items():
         lines.append(f"- {k}: **{v:.2f}x**")
+    lines += ["", "ONNX Runtime session options (bare `session.run`, same frames, median / mean ms; \"runtime\" is "
+              "what `OnnxBackend` uses):", "", "| options | " + " | ".join(r["ort_options"]) + " |",
+              "|---|" + "---|" * len(r["ort_options"])]
+    for opt in ORT_OPTIONS:
+        cells = [f"{r['ort_options'][m][opt]['p50']:.1f} / {r['ort_options'][m][opt]['mean']:.1f}" for m in r["ort_options"]]
+        lines.append(f"| {opt} | " + " | ".join(cells) + " |")
     lines += ["", "Post-processing share of model time (pomona ONNX FP32), by apples per frame:", "",
               "| apples | frames | post ms | share |", "|---|---|---|---|"]
     for row in r["post_share_by_count"]:
         lines.append(f"| {row['apples']} | {row['frames']} | {row['post_ms']:.2f} | {100 * row['post_share']:.1f}% |")
-    lines += ["", "Parity vs PyTorch (synthetic images, matched apples):", "",
-              "| export | status | mean box IoU | mean mask IoU | max score diff | matched |", "|---|---|---|---|---|---|"]
-    for label, p in r["parity"].items():
-        lines.append(f"| {label} | {p['status']} | {p['mean_box_iou']:.4f} | {p['mean_mask_iou']:.4f} | "
-                     f"{p['max_score_diff']:.4f} | {p['matched']} |")
+    lines += ["", "Parity vs PyTorch (synthetic square images, conf 0.1; the export's own check uses 6 images, the "
+              "wide sample 24 other ones):", "",
+              "| export | sample | status (tolerance) | mean box IoU | mean / min mask IoU | max score diff | "
+              "PyTorch / exported / matched |", "|---|---|---|---|---|---|---|"]
+    for sample, reports in (("export check", r["parity"]), ("wide sample", r["parity_wide"])):
+        for label, p in reports.items():
+            lines.append(f"| {label} | {sample} ({p['images']} images) | {p['status']} ({p['tolerance_mask_iou']}) | "
+                         f"{p['mean_box_iou']:.4f} | {p['mean_mask_iou']:.4f} / {p['min_mask_iou']:.4f} | "
+                         f"{p['max_score_diff']:.4f} | {p['reference_instances']} / {p['exported_instances']} / "
+                         f"{p['matched']} |")
     lines += ["", "![latency per stage](latency.png)", ""]
     return "\n".join(lines)
 
@@ -175,34 +248,62 @@ def main() -> None:
             gt.append(len(scene.instances))
     print(f"frames: {frames} ({sum(gt) / len(gt):.1f} apples/frame)", file=sys.stderr)
 
+    calib = work / "calib"
+    if not calib.is_dir():  # INT8 calibration data: synthetic renders only, never real photos
+        from pomona.pipeline.generate import generate_procedural
+
+        generate_procedural(calib, n=48, size=(w, h), seed=7000, workers=1)
     fp32 = export_model(pt, format="onnx")
     fp16 = export_model(pt, format="onnx", half=True)
+    int8 = export_model(pt, format="onnx", int8=True, calib=calib)
     print("exported + parity checked", file=sys.stderr)
+    from pomona.export.parity import parity_check, parity_images
+
+    wide = parity_images(n=24, seed=100)
+    parity_wide = {label: parity_check(pt, Path(x["path"]), x["precision"], images=wide,
+                                       report_path=work / f"{Path(x['path']).stem}.wide.parity.json")
+                   for label, x in (("onnx fp32", fp32), ("onnx fp16", fp16), ("onnx int8", int8))}
+    load_before = os.getloadavg()
     src = ["--source", str(frames), "--frames", str(a.frames), "--conf", str(a.conf)]
     runs = {}
     runs["pomona onnxruntime fp32"] = _child(["pomona", fp32["path"], *src])
     runs["pomona onnxruntime fp16"] = _child(["pomona", fp16["path"], *src])
+    runs["pomona onnxruntime int8"] = _child(["pomona", int8["path"], *src])
     runs["ultralytics predict .pt"] = _child(["ultralytics", str(pt), *src])
     runs["ultralytics predict .pt retina"] = _child(["ultralytics", str(pt), *src, "--retina"])
     runs["ultralytics predict .onnx"] = _child(["ultralytics", fp32["path"], *src])
+    options = {label: _child(["ort-options", x["path"], *src]) for label, x in (("fp32", fp32), ("int8", int8))}
+    load_after = os.getloadavg()
     for label, res in runs.items():
         print(f"{label}: {res['fps_model']:.1f} fps", file=sys.stderr)
     ours = runs["pomona onnxruntime fp32"]
+    q8 = runs["pomona onnxruntime int8"]
+    pt_fps = runs["ultralytics predict .pt"]["fps_model"]
     results = {
         "command": "python benchmarks/latency/run.py " + " ".join(sys.argv[1:]),
         "weights": str(weights), "imgsz": ours["imgsz"], "conf": a.conf, "frames": a.frames,
         "frame_size": f"{w}x{h}", "gt_apples_mean": sum(gt) / len(gt), "machine": machine_info(),
+        "load_average_1_5_15": {"before_timing": list(load_before), "after_timing": list(load_after)},
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "per_frame"} for k, v in runs.items()},
         "ratios": {
             "pomona fp32 vs Ultralytics predict .pt": ours["fps_model"] / runs["ultralytics predict .pt"]["fps_model"],
             "pomona fp32 vs Ultralytics predict .pt (retina masks, same output as ours)":
                 ours["fps_model"] / runs["ultralytics predict .pt retina"]["fps_model"],
             "pomona fp32 vs Ultralytics predict .onnx": ours["fps_model"] / runs["ultralytics predict .onnx"]["fps_model"],
-            "pomona fp16 vs Ultralytics predict .pt": runs["pomona onnxruntime fp16"]["fps_model"]
-                / runs["ultralytics predict .pt"]["fps_model"],
+            "pomona fp16 vs Ultralytics predict .pt": runs["pomona onnxruntime fp16"]["fps_model"] / pt_fps,
+            "pomona int8 vs Ultralytics predict .pt": q8["fps_model"] / pt_fps,
+            "pomona int8 vs Ultralytics predict .pt (retina masks)":
+                q8["fps_model"] / runs["ultralytics predict .pt retina"]["fps_model"],
+            "pomona int8 vs Ultralytics predict .onnx": q8["fps_model"] / runs["ultralytics predict .onnx"]["fps_model"],
+            "pomona int8 end-to-end (capture + model + render) vs Ultralytics predict .pt (model only)":
+                q8["fps_e2e"] / pt_fps,
+            "pomona fp32 end-to-end (capture + model + render) vs Ultralytics predict .pt (model only)":
+                ours["fps_e2e"] / pt_fps,
         },
+        "ort_options": options,
         "post_share_by_count": post_share_by_count(ours),
-        "parity": {"onnx fp32": fp32["parity"], "onnx fp16": fp16["parity"]},
+        "parity": {"onnx fp32": fp32["parity"], "onnx fp16": fp16["parity"], "onnx int8": int8["parity"]},
+        "parity_wide": parity_wide,
         "torch_free_edge_runs": all(not runs[k]["heavy_modules"] for k in runs if k.startswith("pomona")),
     }
     out = Path(a.out)
@@ -213,7 +314,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("pomona", "ultralytics"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("pomona", "ultralytics", "ort-options"):
         child_main(sys.argv[1:])
     else:
         main()

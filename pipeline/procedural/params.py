@@ -115,7 +115,10 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
     prm.update(_sample_light(light, rng, frozen="lighting" in disable))
 
     # --- camera geometry -----------------------------------------------------------------------------
-    fov = 50.0 if "blur" in disable and "lighting" in disable else float(rng.uniform(24, 66))
+    # Fields of view down to 12 deg stand in for telephoto lenses and for tiles cropped from
+    # high-resolution photos (how most orchard datasets are made): apples then fill 10-40% of the
+    # frame, which a 24-66 deg camera alone almost never shows at harvest-robot distances.
+    fov = 50.0 if "blur" in disable and "lighting" in disable else _loguniform(rng, 12, 66)
     focal = (w / 2) / math.tan(math.radians(fov) / 2)
     if "distance_m" in asked:
         distance = float(asked["distance_m"] * math.exp(rng.normal(0, 0.12)))
