@@ -43,11 +43,19 @@ def child_main(argv: list[str]) -> None:
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--retina", action="store_true")
+    p.add_argument("--ort-threads", type=int, default=None, help="pomona: OnnxBackend(threads=N) instead of all cores")
     a = p.parse_args(argv)
     if a.mode == "ort-options":
         res = ort_options(a.model, a.source, a.frames)
     elif a.mode == "pomona":
         from pomona.edge.bench import bench
+
+        if a.ort_threads:  # Predictor has no threads argument: bind OnnxBackend's own `threads` for this process
+            import functools
+
+            from pomona.edge import predictor as predictor_module
+
+            predictor_module.OnnxBackend = functools.partial(predictor_module.OnnxBackend, threads=a.ort_threads)
 
         res = bench(a.model, a.source, frames=a.frames, conf=a.conf, per_frame=True)
         res["heavy_modules"] = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "ultralytics"})
@@ -197,8 +205,8 @@ def markdown(r: dict) -> str:
               "| apples | frames | post ms | share |", "|---|---|---|---|"]
     for row in r["post_share_by_count"]:
         lines.append(f"| {row['apples']} | {row['frames']} | {row['post_ms']:.2f} | {100 * row['post_share']:.1f}% |")
-    lines += ["", "Parity vs PyTorch (synthetic square images, conf 0.1; the export's own check uses 6 images, the "
-              "wide sample 24 other ones):", "",
+    lines += ["", f"Parity vs PyTorch (synthetic square images; the export's own check: 6 images at conf 0.1, "
+              f"the wide sample: 24 other images at conf {r['conf']}):", "",
               "| export | sample | status (tolerance) | mean box IoU | mean / min mask IoU | max score diff | "
               "PyTorch / exported / matched |", "|---|---|---|---|---|---|---|"]
     for sample, reports in (("export check", r["parity"]), ("wide sample", r["parity_wide"])):
@@ -260,7 +268,7 @@ def main() -> None:
     from pomona.export.parity import parity_check, parity_images
 
     wide = parity_images(n=24, seed=100)
-    parity_wide = {label: parity_check(pt, Path(x["path"]), x["precision"], images=wide,
+    parity_wide = {label: parity_check(pt, Path(x["path"]), x["precision"], images=wide, conf=a.conf,
                                        report_path=work / f"{Path(x['path']).stem}.wide.parity.json")
                    for label, x in (("onnx fp32", fp32), ("onnx fp16", fp16), ("onnx int8", int8))}
     load_before = os.getloadavg()
@@ -269,6 +277,8 @@ def main() -> None:
     runs["pomona onnxruntime fp32"] = _child(["pomona", fp32["path"], *src])
     runs["pomona onnxruntime fp16"] = _child(["pomona", fp16["path"], *src])
     runs["pomona onnxruntime int8"] = _child(["pomona", int8["path"], *src])
+    runs["pomona onnxruntime fp32, 1 ORT thread"] = _child(["pomona", fp32["path"], *src, "--ort-threads", "1"])
+    runs["pomona onnxruntime int8, 1 ORT thread"] = _child(["pomona", int8["path"], *src, "--ort-threads", "1"])
     runs["ultralytics predict .pt"] = _child(["ultralytics", str(pt), *src])
     runs["ultralytics predict .pt retina"] = _child(["ultralytics", str(pt), *src, "--retina"])
     runs["ultralytics predict .onnx"] = _child(["ultralytics", fp32["path"], *src])
@@ -299,6 +309,12 @@ def main() -> None:
                 q8["fps_e2e"] / pt_fps,
             "pomona fp32 end-to-end (capture + model + render) vs Ultralytics predict .pt (model only)":
                 ours["fps_e2e"] / pt_fps,
+            "pomona fp32, 1 ORT thread vs Ultralytics predict .pt":
+                runs["pomona onnxruntime fp32, 1 ORT thread"]["fps_model"] / pt_fps,
+            "pomona int8, 1 ORT thread vs Ultralytics predict .pt":
+                runs["pomona onnxruntime int8, 1 ORT thread"]["fps_model"] / pt_fps,
+            "pomona int8, 1 ORT thread, end-to-end vs Ultralytics predict .pt (model only)":
+                runs["pomona onnxruntime int8, 1 ORT thread"]["fps_e2e"] / pt_fps,
         },
         "ort_options": options,
         "post_share_by_count": post_share_by_count(ours),
