@@ -163,22 +163,28 @@ def checked_image(**kwargs):
     global _CHECKED_IMAGE
     if _CHECKED_IMAGE is None:
         import gradio as gr
+        import gradio.component_meta as component_meta
 
-        class CheckedImage(gr.Image):
-            is_template = True  # rendered by the frontend's Image component
+        # Gradio writes a .pyi stub beside any module that subclasses a component; keep the package clean.
+        write_stub, component_meta.create_or_modify_pyi = component_meta.create_or_modify_pyi, lambda *a, **k: None
 
-            def preprocess(self, payload):
-                if payload is not None and getattr(payload, "path", None):
-                    check_upload(payload.path, "image")
-                try:
-                    return super().preprocess(payload)
-                except gr.Error:
-                    raise
-                except Exception:
-                    name = Path(getattr(payload, "orig_name", None) or payload.path).name
-                    raise _ui_error(f"'{name}' is not an image the demo can read; upload a JPEG, PNG, BMP, WebP "
-                                    "or TIFF picture.") from None
+        try:
+            class CheckedImage(gr.Image):
+                is_template = True  # rendered by the frontend's Image component
 
+                def preprocess(self, payload):
+                    if payload is not None and getattr(payload, "path", None):
+                        check_upload(payload.path, "image")
+                    try:
+                        return super().preprocess(payload)
+                    except gr.Error:
+                        raise
+                    except Exception:
+                        name = Path(getattr(payload, "orig_name", None) or payload.path).name
+                        raise _ui_error(f"'{name}' is not an image the demo can read; upload a JPEG, PNG, BMP, WebP "
+                                        "or TIFF picture.") from None
+        finally:
+            component_meta.create_or_modify_pyi = write_stub
         _CHECKED_IMAGE = CheckedImage
     return _CHECKED_IMAGE(**kwargs)
 

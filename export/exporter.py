@@ -95,7 +95,10 @@ def _onnx_result(out: Path, precision: str, dynamic: bool, imgsz, report: dict |
 
     from pomona.export.onnx_export import initializer_dtypes
 
-    dtypes = {onnx.TensorProto.DataType.Name(k).lower(): v for k, v in sorted(initializer_dtypes(out).items())}
+    def name(k: int) -> str:  # onnx calls float32 "FLOAT"
+        return "float32" if k == onnx.TensorProto.FLOAT else onnx.TensorProto.DataType.Name(k).lower()
+
+    dtypes = {name(k): v for k, v in sorted(initializer_dtypes(out).items())}
     return {"path": str(out), "format": "onnx", "precision": precision, "dynamic": dynamic, "imgsz": list(imgsz),
             "weight_dtypes": dtypes, "parity": report}
 
