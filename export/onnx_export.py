@@ -108,10 +108,17 @@ def _embed_metadata(path: Path, weights: Path, half: bool, dynamic: bool) -> Mod
         extra={"source": weights.name, "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "format": "onnx"},
     )
+    save_with_metadata(model, info, path)
+    return info
+
+
+def save_with_metadata(model, info, path: Path) -> None:
+    """Save an ONNX model with ``info`` as its (single) pomona metadata entry."""
+    import onnx
+
     for p in list(model.metadata_props):
         if p.key == METADATA_KEY:
             model.metadata_props.remove(p)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()
     onnx.save(model, str(path))
-    return info

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pomona.edge.metadata import METADATA_KEY, from_onnx_props
+from pomona.edge.metadata import from_onnx_props
 from pomona.errors import PomonaError
 
 CALIB_IMAGES = 64  # enough for stable min/max ranges of a YOLO-n; each costs one FP32 inference
@@ -103,10 +103,7 @@ def quantize_int8(fp32_onnx: Path, out: Path, calib: Path, max_images: int = CAL
     info.precision = "int8"
     info.extra = {**info.extra, "calibration": f"{len(images)} synthetic images from {Path(calib).name}",
                   "float_nodes": len(keep_float)}
-    for p in list(model.metadata_props):
-        if p.key == METADATA_KEY:
-            model.metadata_props.remove(p)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, info.to_json()
-    onnx.save(model, str(out))
+    from pomona.export.onnx_export import save_with_metadata
+
+    save_with_metadata(model, info, out)
     return out

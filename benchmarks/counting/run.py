@@ -35,8 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pomona-count-") as tmp:
         for seed in a.seeds:
             clip = Path(tmp) / f"seed{seed}"
-            truth = render_driveby(clip, frames=a.frames, seed=seed, size=(w, h))
-            true = int(json.loads((clip / "driveby.json").read_text())["distinct_apples"])
+            true = int(render_driveby(clip, frames=a.frames, seed=seed, size=(w, h))["distinct_apples"])
             summary = run(a.model, str(clip / "driveby.mp4"), conf=a.conf, track=True, quiet=True)
             counted = int(summary["distinct_apples"])
             rows.append({"seed": seed, "true": true, "counted": counted,
