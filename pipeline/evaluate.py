@@ -125,7 +125,8 @@ def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: in
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / "metrics.json", result)
-    grid = prediction_grid(model, images[:grid_images], imgsz, conf_grid)
+    step = max(1, len(images) // grid_images)  # spread over the split, not its first (often alike) files
+    grid = prediction_grid(model, images[::step][:grid_images], imgsz, conf_grid)
     atomic.write_image(out / "predictions.jpg", grid, quality=90)
     result["metrics_json"] = str(out / "metrics.json")
     result["grid"] = str(out / "predictions.jpg")
