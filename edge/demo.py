@@ -300,7 +300,7 @@ def detect_video(cache: PredictorCache, video_path: str | None, model: str, conf
 
     cap, info = open_video(video_path)
     predictor = _predictor(cache, model, conf, iou)
-    tracker = AppleTracker(frame_rate=info["fps"])
+    tracker = AppleTracker(frame_rate=info["fps"], detection_conf=predictor.conf)
     out = _output_dir()
     stem = Path(video_path).stem[:60] or "video"
     try:
@@ -413,10 +413,10 @@ def detect_webcam(cache: PredictorCache, frame_rgb: np.ndarray | None, model: st
 
     if frame_rgb is None:
         return None, 0, "waiting for the camera…", tracker
-    if tracker is None:
-        tracker = AppleTracker()
     frame = cv2.cvtColor(np.ascontiguousarray(frame_rgb[..., :3]), cv2.COLOR_RGB2BGR)
     predictor = _predictor(cache, model, conf, iou)
+    if tracker is None:
+        tracker = AppleTracker(detection_conf=predictor.conf)
     instances, timings = cache.predict(predictor, frame)
     instances = tracker.update(instances)
     t0 = time.perf_counter()

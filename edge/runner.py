@@ -59,7 +59,7 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
     if track:
         from pomona.edge.tracking import AppleTracker
 
-        tracker = AppleTracker()
+        tracker = AppleTracker(detection_conf=predictor.conf)
     if save_video and out is None:
         out = Path("runs/edge")
     src = FrameSource(source, **(source_kwargs or {}))

@@ -15,7 +15,12 @@ class AppleTracker:
 
     def __init__(self, frame_rate: float = 30.0, lost_track_buffer: int = 30, track_activation_threshold: float = 0.3,
                  high_conf_det_threshold: float = 0.5, minimum_consecutive_frames: int = 2,
-                 minimum_iou_threshold: float = 0.1):
+                 minimum_iou_threshold: float = 0.1, detection_conf: float | None = None):
+        if detection_conf is not None:
+            # ByteTrack only starts tracks from "high" detections; a model run at a low --conf (typical for
+            # small apples) would otherwise count almost nothing (measured on the drive-by clips)
+            track_activation_threshold = detection_conf
+            high_conf_det_threshold = detection_conf + 0.1
         try:
             from trackers import ByteTrackTracker
         except ImportError:

@@ -57,7 +57,7 @@ def main() -> None:
         tmp = Path(tmp)
         labellers = []
         if args.teacher.is_file():
-            labellers.append(("model (teacher)", {"labeler": "model", "detector": str(args.teacher)}))
+            labellers.append((f"model (teacher: {args.teacher.parent.parent.name})", {"labeler": "model", "detector": str(args.teacher)}))
         if args.detector and args.segmenter:
             labellers.append(("yolo-sam", {"labeler": "yolo-sam", "detector": args.detector, "segmenter": args.segmenter}))
         if not labellers:

@@ -45,7 +45,8 @@ def render_driveby(out_dir: Path, frames: int = 90, seed: int = 0, size=(640, 36
     step = max(2, int(round(w * 0.012)))
     pano_w = w + step * (frames - 1)
     # The camera (focal length) is the frame's; the world is the whole panorama.
-    prm = sample_params(text, rng, (w, h), frozenset({"blur"}))
+    # a vehicle's wide-angle camera, not the narrow crops the stills also cover
+    prm = sample_params(text, rng, (w, h), frozenset({"blur"}), fov_range=(45.0, 66.0))
     prm["no_apples"] = False
     world = build_world(rng, prm, (pano_w, h))
     still = dict(prm, noise_sigma=0.0, jpeg_quality=0, vignette=0.0)

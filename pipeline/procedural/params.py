@@ -87,7 +87,8 @@ def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], disable: frozenset[str]) -> dict:
+def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], disable: frozenset[str],
+                  fov_range: tuple[float, float] = (12.0, 66.0)) -> dict:
     """Draw every scene parameter; the prompt fixes some, ``disable`` freezes whole families."""
     asked = parse_prompt(prompt)
     w, h = size
@@ -118,7 +119,7 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
     # Fields of view down to 12 deg stand in for telephoto lenses and for tiles cropped from
     # high-resolution photos (how most orchard datasets are made): apples then fill 10-40% of the
     # frame, which a 24-66 deg camera alone almost never shows at harvest-robot distances.
-    fov = 50.0 if "blur" in disable and "lighting" in disable else _loguniform(rng, 12, 66)
+    fov = 50.0 if "blur" in disable and "lighting" in disable else _loguniform(rng, *fov_range)
     focal = (w / 2) / math.tan(math.radians(fov) / 2)
     if "distance_m" in asked:
         distance = float(asked["distance_m"] * math.exp(rng.normal(0, 0.12)))
