@@ -75,7 +75,8 @@ def main() -> None:
                 r = label_quality(ds, real.parent / "labels", conf=args.conf, imgsz=args.imgsz, **kwargs)
                 rows.append({"labeller": name, "data": "real dev photos (144 tiles)", **r})
     lines = ["# Label quality: automatic labels vs reference", "",
-             "Matched instances at mask IoU >= 0.5 (one-to-one). Paper (YOLO11 + SAM on DALL-E images): Dice 0.95, IoU 0.93.", "",
+             "Matched instances at mask IoU >= 0.5 (one-to-one). Paper (YOLO11 + SAM on DALL-E images): Dice 0.95, IoU 0.93.",
+             f"Command: `python benchmarks/labels/run.py {' '.join(sys.argv[1:])}`", "",
              "| labeller | data | Dice | IoU | precision | recall | F1 | s/image |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['labeller']} | {r['data']} | {r['dice']:.3f} | {r['iou']:.3f} | {r['precision']:.3f} | "
               f"{r['recall']:.3f} | {r['f1']:.3f} | {r['seconds_per_image']} |" for r in rows]

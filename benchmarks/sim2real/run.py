@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
-ABLATION_SCALE = {"n": 400, "epochs": 15, "imgsz": 256}  # small and equal for every row: compare, don't read absolutes
+ABLATION_SCALE = {"n": 300, "epochs": 12, "imgsz": 256}  # small and equal for every row: compare, don't read absolutes
 
 
 def _row(label: str, r: dict) -> str:
