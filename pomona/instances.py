@@ -70,22 +70,6 @@ class Instances:
             image_size,
         )
 
-    @classmethod
-    def concat(cls, items: Sequence["Instances"]) -> "Instances":
-        if not items:
-            raise ValueError("concat needs at least one Instances")
-        size = items[0].image_size
-        with_masks = all(i.masks is not None for i in items)
-        with_tracks = all(i.track_ids is not None for i in items)
-        return cls(
-            np.concatenate([i.boxes for i in items]),
-            np.concatenate([i.masks for i in items]) if with_masks else None,
-            np.concatenate([i.scores for i in items]),
-            np.concatenate([i.class_ids for i in items]),
-            size,
-            np.concatenate([i.track_ids for i in items]) if with_tracks else None,
-        )
-
     # --- container protocol -------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.boxes)
