@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pomona.edge.metadata import ModelInfo, from_onnx_props, read_engine_file
-from pomona.errors import PomonaError
+from pomona.errors import PomonaError, first_line
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "ultralytics")
 SUFFIX_BACKEND = {".onnx": "onnxruntime", ".engine": "tensorrt", ".pt": "ultralytics"}
@@ -68,8 +68,7 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=provider_args)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PomonaError(f"cannot load ONNX model {path}: {first[:200]}") from None
+            raise PomonaError(f"cannot load ONNX model {path}: {first_line(e)}") from None
         self.info: ModelInfo = from_onnx_props(self.session.get_modelmeta().custom_metadata_map, str(path))
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -200,7 +199,7 @@ class UltralyticsBackend:
         try:
             self.model = YOLO(str(path), task="segment")
         except Exception as e:
-            raise PomonaError(f"cannot load {path} with Ultralytics: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}") from None
+            raise PomonaError(f"cannot load {path} with Ultralytics: {first_line(e)}") from None
         if getattr(self.model, "task", None) != "segment":
             raise PomonaError(f"{path} is a {self.model.task} model, pomona needs a segmentation model")
         inner = getattr(self.model, "model", None)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pomona.edge.metadata import METADATA_KEY, ModelInfo, current_version, info_from_ultralytics_props
-from pomona.errors import PomonaError
+from pomona.errors import PomonaError, first_line
 from pomona.pipeline.weights import load_yolo
 
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto data types
@@ -60,8 +60,7 @@ def export_onnx(weights: Path, out: Path, half: bool = False, dynamic: bool = Fa
                 produced = tmp_model.export(format="onnx", imgsz=imgsz, dynamic=dynamic, simplify=True, batch=1,
                                             device="cpu", **precision)
         except Exception as e:
-            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise PomonaError(f"ONNX export of {weights} failed: {msg}") from None
+            raise PomonaError(f"ONNX export of {weights} failed: {first_line(e)}") from None
         produced = Path(produced)
         if half and not is_fp16(produced):
             # Older Ultralytics only halves on a GPU; convert the weights ourselves and check again.

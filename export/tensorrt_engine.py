@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pomona.edge.metadata import ModelInfo, from_onnx_props, write_engine_file
-from pomona.errors import PomonaError
+from pomona.errors import PomonaError, first_line
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_MAX_IMAGES = 256
@@ -100,8 +100,7 @@ def onnx_info(onnx: Path) -> ModelInfo:
     try:
         sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PomonaError(f"cannot load ONNX model {onnx}: {first[:200]}") from None
+        raise PomonaError(f"cannot load ONNX model {onnx}: {first_line(e)}") from None
     info = from_onnx_props(sess.get_modelmeta().custom_metadata_map, str(onnx))
     if info.task != "segment":
         raise PomonaError(f"{onnx} is a {info.task} model; pomona builds engines for segmentation models")

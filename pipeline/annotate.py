@@ -32,6 +32,7 @@ from pomona import atomic
 from pomona.dataset import format_labels, list_images, read_image, read_labels, to_coco
 from pomona.errors import PomonaError
 from pomona.instances import Instances
+from pomona.pipeline.devices import normalize_device
 from pomona.pipeline.labelers import (
     APPLE,
     APPLE_ID,
@@ -41,7 +42,6 @@ from pomona.pipeline.labelers import (
     apple_class_id,
     find_yolo_weights,
     load_yolo,
-    normalize_device,
 )
 from pomona.pipeline.segmenters import DEFAULT_SEGMENTER, build_segmenter, resolve_segmenter
 

@@ -105,6 +105,7 @@ def evaluate_labels(pred_dir: Path, ref_dir: Path, iou: float = 0.5) -> dict:
 def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: int = 320, out: Path | None = None,
                    conf_grid: float = 0.25, grid_images: int = 8, batch: int = 8) -> dict:
     """Box and mask P, R, mAP50, mAP50-95 (Ultralytics' COCO-style metrics) + metrics.json + a picture grid."""
+    from pomona.pipeline.devices import normalize_device
     from pomona.pipeline.weights import load_yolo
 
     if split not in ("val", "test", "train"):
@@ -118,7 +119,7 @@ def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: in
 
     with tempfile.TemporaryDirectory() as scratch:
         metrics = model.val(data=str(spec.yaml_path), split=split, imgsz=imgsz, batch=batch, plots=False,
-                            project=scratch, name="val", verbose=False, device="cpu" if not _cuda() else 0, workers=0)
+                            project=scratch, name="val", verbose=False, device=normalize_device(None), workers=0)
     result = {
         "weights": str(weights), "data": str(spec.yaml_path), "split": split, "imgsz": imgsz, "images": len(images),
         "box": _summary(metrics.box), "mask": _summary(metrics.seg), "seconds": round(time.perf_counter() - t0, 1),
@@ -131,12 +132,6 @@ def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: in
     result["metrics_json"] = str(out / "metrics.json")
     result["grid"] = str(out / "predictions.jpg")
     return result
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _summary(m) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pomona.errors import PomonaError
+from pomona.errors import PomonaError, first_line
 from pomona.instances import Instances
 from pomona.pipeline.segmenters import BoxSegmenter
 from pomona.pipeline.weights import ULTRALYTICS_ASSETS, find_weights
@@ -49,24 +49,6 @@ def apple_class_id(model, source: str) -> int:
                       f"only apples are labelled, so the model must know them")
 
 
-def normalize_device(device: str | None) -> str:
-    """``None`` -> ``cuda:0`` when available else ``cpu``; ``cuda``/``0`` -> ``cuda:0``."""
-    import torch
-
-    if device is None:
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    device = str(device).strip().lower()
-    if device.isdigit():
-        device = f"cuda:{device}"
-    elif device == "cuda":
-        device = "cuda:0"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PomonaError(f"device '{device}' requested but CUDA is not available (use --device cpu)")
-    if device != "cpu" and not device.startswith(("cuda:", "mps")):
-        raise PomonaError(f"unknown device '{device}' (use cpu, cuda, cuda:0, ...)")
-    return device
-
-
 class _YoloLabeler:
     def __init__(self, model, source: str, conf: float, imgsz: int, device: str):
         self.model, self.conf, self.imgsz, self.device = model, conf, imgsz, device
@@ -80,7 +62,7 @@ class _YoloLabeler:
         except Exception as e:
             if isinstance(e, PomonaError):
                 raise
-            raise PomonaError(f"the YOLO model failed on an image ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+            raise PomonaError(f"the YOLO model failed on an image ({type(e).__name__}: {first_line(e, 160)})") from None
 
     def _segment_boxes(self, segmenter: BoxSegmenter, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> Instances:
         size = image.shape[:2]

@@ -62,15 +62,14 @@ def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, im
     spec.images("train")
     yolo = load_yolo(model, "model", task="segment")
     _skip_amp_download()
-    import torch
-
+    from pomona.pipeline.devices import normalize_device
     from pomona.pipeline.generate import default_workers
 
     out = Path(out).resolve()
     args = dict(
         data=str(spec.yaml_path), epochs=epochs, imgsz=imgsz, batch=batch, project=str(out.parent), name=out.name,
         exist_ok=True, workers=workers if workers is not None else default_workers(),
-        device=device or ("0" if torch.cuda.is_available() else "cpu"), plots=True, verbose=False,
+        device=normalize_device(device), plots=True, verbose=False,
         pretrained=not str(model).endswith(".yaml"),
     )
     args.update(load_recipe_section(recipe, "train"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pomona.errors import PomonaError
+from pomona.errors import PomonaError, first_line
 from pomona.offline import missing_weights_message, online
 
 ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases"
@@ -33,8 +33,7 @@ def find_weights(name: str | Path, what: str, url_hint: str = "") -> Path | None
 
 def describe_load_error(path: Path, what: str, error: BaseException) -> PomonaError:
     """One line for a file that exists but is not a loadable checkpoint."""
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-    return PomonaError(f"{path} is not a valid {what} checkpoint ({type(error).__name__}: {reason})")
+    return PomonaError(f"{path} is not a valid {what} checkpoint ({type(error).__name__}: {first_line(error, 160)})")
 
 
 def load_yolo(name: str | Path, what: str = "model", task: str | None = None, url_hint: str = ULTRALYTICS_ASSETS):
@@ -51,7 +50,7 @@ def load_yolo(name: str | Path, what: str = "model", task: str | None = None, ur
         model = YOLO(str(name) if is_config or weights is None else str(weights))
     except Exception as e:  # unpickling, missing keys, unknown format: all mean "not a YOLO checkpoint"
         if is_config:
-            raise PomonaError(f"'{name}' is not a known Ultralytics model config ({str(e).splitlines()[0][:120]})") from None
+            raise PomonaError(f"'{name}' is not a known Ultralytics model config ({first_line(e, 120)})") from None
         raise describe_load_error(Path(name) if weights is None else weights, f"Ultralytics YOLO {what}", e) from None
     if task and model.task != task:
         raise PomonaError(f"{what} '{name}' is a {model.task} model; a {task} model is needed here")

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from pomona import atomic
-from pomona.errors import PomonaError
+from pomona.errors import PomonaError, first_line
 from pomona.instances import Instances
 from pomona.masks import mask_to_rle, polygons_to_mask, rle_to_mask
 
@@ -184,7 +184,7 @@ def read_data_yaml(path: str | Path) -> DataSpec:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise PomonaError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise PomonaError(f"{path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(data, dict):
         raise PomonaError(f"{path}: expected a mapping with train/val/names keys")
     path = path.resolve()
