@@ -215,7 +215,7 @@ def open_video(path: str | Path | None) -> tuple[cv2.VideoCapture, dict]:
 
 def records(instances: Instances, with_polygons: bool = False) -> list[dict]:
     """Per-apple JSON records; [] for a frame without apples."""
-    return instances.to_records(with_polygons=with_polygons) if len(instances) else []
+    return instances.to_records(with_polygons=with_polygons)
 
 
 def apples_table(instances: Instances) -> list[list]:

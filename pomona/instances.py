@@ -88,31 +88,50 @@ class Instances:
         )
 
     # --- derived quantities -------------------------------------------------------------------------
+    # Every producer keeps a mask inside its box (derived from it, or cropped to it as Ultralytics and
+    # the edge runtime do), so per-apple work looks at the box window only: O(box area), not O(frame).
+    def _windows(self) -> np.ndarray:
+        """(N, 4) integer x0, y0, x1, y1 covering each box (one pixel of margin), clipped to the image."""
+        h, w = self.image_size
+        x0 = np.clip(np.floor(self.boxes[:, 0]), 0, w)
+        y0 = np.clip(np.floor(self.boxes[:, 1]), 0, h)
+        x1 = np.clip(np.ceil(self.boxes[:, 2]) + 1, 0, w)
+        y1 = np.clip(np.ceil(self.boxes[:, 3]) + 1, 0, h)
+        return np.stack([x0, y0, x1, y1], 1).astype(int)
+
+    def _crops(self):
+        """(index, x0, y0, mask crop) per instance with a mask."""
+        for i, (x0, y0, x1, y1) in enumerate(self._windows()):
+            yield i, x0, y0, self.masks[i, y0:y1, x0:x1]
+
     @property
     def areas(self) -> np.ndarray:
         """Mask areas in pixels (box areas when there are no masks)."""
         if self.masks is None:
             return ((self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])).astype(np.float32)
-        return self.masks.reshape(len(self), self.image_size[0] * self.image_size[1]).sum(1).astype(np.float32)
+        out = np.zeros(len(self), np.float32)
+        for i, _, _, crop in self._crops():
+            out[i] = np.count_nonzero(crop)
+        return out
 
     @property
     def centroids(self) -> np.ndarray:
         """(N, 2) x, y centroid of each mask (box centre when there are no masks or the mask is empty)."""
-        centres = np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) / 2, (self.boxes[:, 1] + self.boxes[:, 3]) / 2], 1)
-        if self.masks is None or len(self) == 0:
-            return centres.astype(np.float32)
-        out = centres.astype(np.float32)
-        for i, m in enumerate(self.masks):
-            ys, xs = np.nonzero(m)
+        out = np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) / 2, (self.boxes[:, 1] + self.boxes[:, 3]) / 2], 1)
+        out = out.astype(np.float32).reshape(len(self), 2)
+        if self.masks is None:
+            return out
+        for i, x0, y0, crop in self._crops():
+            ys, xs = np.nonzero(crop)
             if len(xs):
-                out[i] = (xs.mean(), ys.mean())
+                out[i] = (xs.mean() + x0, ys.mean() + y0)
         return out
 
     def polygons(self) -> list[np.ndarray]:
         """One (bridged) pixel polygon per instance; the box outline where there is no mask."""
         if self.masks is None:
             return [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32) for x0, y0, x1, y1 in self.boxes]
-        return [mask_ops.mask_to_polygon(m) for m in self.masks]
+        return [mask_ops.mask_to_polygon(crop) + np.array([x0, y0], np.float32) for _, x0, y0, crop in self._crops()]
 
     def with_masks_cleaned(self, min_area: int = 0, fill: bool = False, exclusive: bool = True) -> "Instances":
         """Shared label clean-up: holes filled, fragments under ``min_area`` px dropped, overlaps
@@ -170,7 +189,7 @@ class Instances:
 
                 data = scale_masks(data[None].float(), (h, w))[0]
             masks = data.cpu().numpy() > 0.5
-        return cls(
+        inst = cls(
             boxes.xyxy.cpu().numpy(),
             masks,
             boxes.conf.cpu().numpy(),
@@ -178,6 +197,12 @@ class Instances:
             (h, w),
             None if boxes.id is None else boxes.id.cpu().numpy(),
         )
+        if masks is not None:  # upsampled low-resolution masks spill a little past their boxes: crop, as Ultralytics does
+            inside = np.zeros_like(masks)
+            for i, (x0, y0, x1, y1) in enumerate(inst._windows()):
+                inside[i, y0:y1, x0:x1] = True
+            inst.masks &= inside
+        return inst
 
     def to_records(self, with_polygons: bool = False, decimals: int = 1) -> list[dict]:
         """JSON-ready per-instance dicts (box, score, class, mask area, centroid, optional polygon)."""

@@ -89,3 +89,15 @@ def test_empty_instances_derived_quantities():
     assert empty.areas.shape == (0,) and empty.centroids.shape == (0, 2)
     assert empty.to_records(with_polygons=True) == [] and empty.polygons() == []
     assert len(empty.with_masks_cleaned(min_area=5)) == 0
+
+
+def test_derived_quantities_match_full_frame_computation():
+    """areas/centroids/polygons look only inside each box; they must equal the whole-frame answers."""
+    masks = np.stack([disc(90, 120, 20, 30, 9), disc(90, 120, 80, 60, 25), disc(90, 120, 118, 5, 6)])
+    masks[1, :, 78:81] = False  # a two-part apple
+    inst = Instances.from_masks(masks)
+    assert (inst.areas == masks.reshape(3, -1).sum(1)).all()
+    for m, c, poly in zip(masks, inst.centroids, inst.polygons()):
+        ys, xs = np.nonzero(m)
+        assert np.allclose(c, (xs.mean(), ys.mean()))
+        assert np.array_equal(poly, M.mask_to_polygon(m))
