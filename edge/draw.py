@@ -26,14 +26,8 @@ def _blend_masks(scene: np.ndarray, instances: Instances, colour_index: np.ndarr
     import supervision as sv
 
     palette = sv.ColorPalette.DEFAULT
-    h, w = scene.shape[:2]
-    for mask, box, ci in zip(instances.masks, instances.boxes.astype(int), colour_index):
-        x0, y0 = max(box[0], 0), max(box[1], 0)
-        x1, y1 = min(box[2] + 1, w), min(box[3] + 1, h)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        region = scene[y0:y1, x0:x1]
-        inside = mask[y0:y1, x0:x1]
+    for (_, x0, y0, inside), ci in zip(instances.mask_crops(), colour_index):
+        region = scene[y0:y0 + inside.shape[0], x0:x0 + inside.shape[1]]
         colour = np.array(palette.by_idx(int(ci)).as_bgr(), np.float32)
         region[inside] = (region[inside] * (1 - opacity) + colour * opacity).astype(np.uint8)
 

@@ -99,8 +99,8 @@ class Instances:
         y1 = np.clip(np.ceil(self.boxes[:, 3]) + 1, 0, h)
         return np.stack([x0, y0, x1, y1], 1).astype(int)
 
-    def _crops(self):
-        """(index, x0, y0, mask crop) per instance with a mask."""
+    def mask_crops(self):
+        """(index, x0, y0, mask crop inside the box window) per instance; needs masks."""
         for i, (x0, y0, x1, y1) in enumerate(self._windows()):
             yield i, x0, y0, self.masks[i, y0:y1, x0:x1]
 
@@ -110,7 +110,7 @@ class Instances:
         if self.masks is None:
             return ((self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])).astype(np.float32)
         out = np.zeros(len(self), np.float32)
-        for i, _, _, crop in self._crops():
+        for i, _, _, crop in self.mask_crops():
             out[i] = np.count_nonzero(crop)
         return out
 
@@ -121,7 +121,7 @@ class Instances:
         out = out.astype(np.float32).reshape(len(self), 2)
         if self.masks is None:
             return out
-        for i, x0, y0, crop in self._crops():
+        for i, x0, y0, crop in self.mask_crops():
             ys, xs = np.nonzero(crop)
             if len(xs):
                 out[i] = (xs.mean() + x0, ys.mean() + y0)
@@ -131,7 +131,7 @@ class Instances:
         """One (bridged) pixel polygon per instance; the box outline where there is no mask."""
         if self.masks is None:
             return [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32) for x0, y0, x1, y1 in self.boxes]
-        return [mask_ops.mask_to_polygon(crop) + np.array([x0, y0], np.float32) for _, x0, y0, crop in self._crops()]
+        return [mask_ops.mask_to_polygon(crop) + np.array([x0, y0], np.float32) for _, x0, y0, crop in self.mask_crops()]
 
     def with_masks_cleaned(self, min_area: int = 0, fill: bool = False, exclusive: bool = True) -> "Instances":
         """Shared label clean-up: holes filled, fragments under ``min_area`` px dropped, overlaps
