@@ -6,7 +6,6 @@ workstation and is imported lazily. Every backend reports its model facts as a :
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,16 +13,10 @@ import numpy as np
 
 from pomona.edge.metadata import ModelInfo, from_onnx_props, read_engine_file
 from pomona.errors import PomonaError, first_line
+from pomona.machine import cpu_cores
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "ultralytics")
 SUFFIX_BACKEND = {".onnx": "onnxruntime", ".engine": "tensorrt", ".pt": "ultralytics"}
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS / Windows
-        return os.cpu_count() or 1
 
 
 def resolve_backend(model: Path, backend: str) -> str:

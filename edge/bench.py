@@ -7,7 +7,6 @@ synchronously here (no capture thread) so the stage times add up to the frame ti
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import tempfile
@@ -18,6 +17,7 @@ import cv2
 import numpy as np
 
 from pomona.errors import PomonaError
+from pomona.machine import cpu_cores
 
 STAGES = ("capture", "pre", "infer", "post", "render")
 DEFAULT_PROMPT = "apples on trellised trees in a row, 1.5 m away, many apples"
@@ -32,7 +32,7 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    info = {"cpu": cpu, "cores": cpu_cores(),
             "python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
             "platform": platform.platform()}
     try:

@@ -8,7 +8,6 @@ makes images only (label them with ``pomona annotate``).
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from pomona import __version__, atomic
 from pomona.dataset import write_labels, write_manifest
 from pomona.errors import PomonaError
+from pomona.machine import cpu_cores
 from pomona.pipeline.prompts import load_prompts, prompt_for
 
 BACKENDS = ("procedural", "diffusers")
@@ -33,10 +33,6 @@ class GenerateReport:
         rate = self.images / self.seconds if self.seconds else 0.0
         return (f"{self.backend}: wrote {self.images} images with {self.instances} apples to {self.out} "
                 f"in {self.seconds:.1f} s ({rate:.1f} images/s)")
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def _render_one(job: tuple) -> dict:
@@ -73,7 +69,7 @@ def generate_procedural(out: Path, n: int, size: tuple[int, int] = (640, 640), s
     if unknown:
         raise PomonaError(f"unknown randomisation family {sorted(unknown)}; known: {', '.join(FAMILIES)}")
     prompts = prompts or load_prompts(None)
-    workers = workers or default_workers()
+    workers = workers or cpu_cores()
     t0 = time.perf_counter()
     with atomic.atomic_dir(out) as tmp:
         (tmp / "images").mkdir()

@@ -63,12 +63,12 @@ def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, im
     yolo = load_yolo(model, "model", task="segment")
     _skip_amp_download()
     from pomona.pipeline.devices import normalize_device
-    from pomona.pipeline.generate import default_workers
+    from pomona.machine import cpu_cores
 
     out = Path(out).resolve()
     args = dict(
         data=str(spec.yaml_path), epochs=epochs, imgsz=imgsz, batch=batch, project=str(out.parent), name=out.name,
-        exist_ok=True, workers=workers if workers is not None else default_workers(),
+        exist_ok=True, workers=workers if workers is not None else cpu_cores(),
         device=normalize_device(device), plots=True, verbose=False,
         pretrained=not str(model).endswith(".yaml"),
     )

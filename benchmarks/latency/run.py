@@ -84,7 +84,7 @@ def ort_options(model: str, source: str, frames: int) -> dict:
     import onnxruntime as ort
 
     from pomona.dataset import list_images, read_image
-    from pomona.edge.backends import cpu_cores
+    from pomona.machine import cpu_cores
     from pomona.edge.processing import letterbox, to_blob
 
     probe = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
