@@ -45,6 +45,11 @@ def finish(rng: np.random.Generator, image: np.ndarray, sky: np.ndarray, prm: di
         r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
         img *= (1 - prm["vignette"] * 0.5 * r2)[..., None].astype(np.float32)
     img = np.clip(img, 0, 1)
+    if prm.get("haze", 0) > 0:  # veiling glare: a little of the sky's light over everything
+        img = img * (1 - prm["haze"]) + prm["haze"] * np.array(prm["sky_bgr"], np.float32)
+    if prm.get("saturation", 1.0) != 1.0:
+        grey = (img @ np.array([0.11, 0.59, 0.3], np.float32))[..., None]
+        img = np.clip(grey + (img - grey) * prm["saturation"], 0, 1)
     if prm["gamma"] != 1.0:
         img = img ** prm["gamma"]
     if prm["defocus_px"] > 0:

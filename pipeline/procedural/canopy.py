@@ -23,7 +23,7 @@ _BARK_PALETTE = np.array([[0.33, 0.37, 0.41], [0.24, 0.28, 0.33], [0.48, 0.51, 0
 def leaf_batch(rng: np.random.Generator, xs, ys, lengths, angles, z, *, yellow: float = 0.15) -> dict:
     """Random shapes and materials for N leaves at given centres / lengths (px) / angles."""
     n = len(xs)
-    width_ratio = rng.uniform(0.4, 0.6, n) * rng.uniform(0.55, 1.0, n)  # tilt foreshortens the width
+    width_ratio = rng.uniform(0.45, 0.7, n) * rng.uniform(0.55, 1.0, n)  # tilt foreshortens the width
     length_scale = rng.uniform(0.65, 1.0, n)
     weights = rng.dirichlet([2.5, 3.0, 1.0 + 6 * yellow, 0.6], n).astype(np.float32)
     albedo = weights @ _LEAF_PALETTE * np.exp(rng.normal(0, 0.1, (n, 3))).astype(np.float32)

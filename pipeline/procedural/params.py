@@ -124,12 +124,13 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
     if "distance_m" in asked:
         distance = float(asked["distance_m"] * math.exp(rng.normal(0, 0.12)))
     else:
-        distance = _loguniform(rng, 0.3, 3.5)
+        distance = _loguniform(rng, 0.25, 3.0)
     prm.update(fov_deg=fov, focal_px=float(focal), distance_m=distance,
                apple_px_at_distance=float(focal * 0.078 / distance))
 
     # --- content -------------------------------------------------------------------------------------
-    density = asked.get("density") or str(rng.choice(["few", "normal", "many"], p=[0.25, 0.5, 0.25]))
+    # At harvest most views hold many apples; dense scenes also give the detector more examples per image.
+    density = asked.get("density") or str(rng.choice(["few", "normal", "many"], p=[0.2, 0.45, 0.35]))
     occlusion = asked.get("occlusion") or str(rng.choice(["low", "partial", "heavy"], p=[0.25, 0.5, 0.25]))
     if "occluders" in disable:
         occlusion = "none"
@@ -165,10 +166,12 @@ def _sample_light(light: str, rng: np.random.Generator, frozen: bool) -> dict:
     if frozen:
         return dict(light_dir=[0.35, -0.55, 0.76], sun=0.75, ambient=0.45, light_bgr=[1.0, 1.0, 1.0],
                     dapple=0.0, exposure=1.0, wb_bgr=[1.0, 1.0, 1.0], gamma=1.0, noise_sigma=0.0,
-                    jpeg_quality=0, vignette=0.0, sky_bgr=[0.95, 0.85, 0.72], flash_falloff=False, target_luma=0.42, texture=0.15)
+                    jpeg_quality=0, vignette=0.0, sky_bgr=[0.95, 0.85, 0.72], flash_falloff=False, target_luma=0.42, texture=0.15,
+                    saturation=1.0, haze=0.0)
     az = rng.uniform(0, 2 * math.pi)
     if light == "sunny":
-        lz, sun, amb, tint, dapple = rng.uniform(0.15, 0.9), rng.uniform(0.75, 1.05), rng.uniform(0.25, 0.45), [0.95, 1.0, 1.03], rng.uniform(0.15, 0.5)
+        # Ambient up to 0.6: sunlit canopies bounce a lot of light into their shadows.
+        lz, sun, amb, tint, dapple = rng.uniform(0.15, 0.9), rng.uniform(0.75, 1.05), rng.uniform(0.25, 0.6), [0.95, 1.0, 1.03], rng.uniform(0.15, 0.5)
         sky = [rng.uniform(0.85, 1.0), rng.uniform(0.75, 0.92), rng.uniform(0.55, 0.8)]
     elif light == "overcast":
         lz, sun, amb, tint, dapple = rng.uniform(0.3, 0.9), rng.uniform(0.1, 0.3), rng.uniform(0.6, 0.8), [1.04, 1.0, 0.97], rng.uniform(0.0, 0.1)
@@ -204,5 +207,10 @@ def _sample_light(light: str, rng: np.random.Generator, frozen: bool) -> dict:
         jpeg_quality=int(rng.choice([0, int(rng.integers(45, 96))], p=[0.3, 0.7])),
         vignette=float(rng.uniform(0.0, 0.35)), sky_bgr=[float(c) for c in sky], flash_falloff=light == "night_flash",
         texture=float(rng.uniform(0.05, 0.3)),
-        target_luma=float({"sunny": rng.uniform(0.36, 0.55), "overcast": rng.uniform(0.36, 0.52), "rain": rng.uniform(0.3, 0.45),
+        # Camera colour rendition: real photos of foliage are far less saturated than flat CG
+        # colours, and picture styles differ; veiling glare lifts the shadows on bright days.
+        saturation=float(rng.uniform(0.45, 1.05)),
+        haze=float(rng.choice([0.0, rng.uniform(0.03, 0.2)], p=[0.6, 0.4])) if light != "night_flash" else 0.0,
+        # Up to high-key: auto exposure on bright days often puts the canopy near mid-grey or above.
+        target_luma=float({"sunny": rng.uniform(0.36, 0.64), "overcast": rng.uniform(0.36, 0.6), "rain": rng.uniform(0.3, 0.45),
                            "backlit": rng.uniform(0.22, 0.4), "dusk": rng.uniform(0.2, 0.35), "night_flash": 0.0}[light]))

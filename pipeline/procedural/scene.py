@@ -170,7 +170,7 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
     apple_specs: list[dict] = []
     if not prm["no_apples"]:
         px_apple = prm["apple_px_at_distance"]
-        per_area = {"few": 0.02, "normal": 0.055, "many": 0.11}[prm["density"]] * rng.uniform(0.6, 1.4)
+        per_area = {"few": 0.025, "normal": 0.1, "many": 0.17}[prm["density"]] * rng.uniform(0.6, 1.4)
         n_target = int(np.clip(round(per_area * w * h / px_apple**2), 1, 80 * w * h / 640**2 + 1))
         if prm["density"] == "few":
             n_target = min(n_target, int(rng.integers(1, 8)))
