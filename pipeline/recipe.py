@@ -112,8 +112,14 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     results["split"] = sp.counts
 
     tr = sections["train"]
+    average_last = int(tr.pop("average_last", 0) or 0)
     t = stage(f"4/6 train {tr.get('model', 'yolo11n-seg.yaml')} for {tr.get('epochs', 30)} epochs")
     best = train(sp.data_yaml, out=out, **tr)
+    if average_last > 1:
+        from pomona.pipeline.average import average_last_epochs
+
+        best, epochs = average_last_epochs(out, average_last)
+        results["averaged_epochs"] = epochs
     timings["train"] = time.perf_counter() - t
 
     ev = sections["evaluate"]
@@ -161,6 +167,10 @@ def write_report(out: Path, results: dict, real: Path | None) -> Path:
         b, m = r["box"], r["mask"]
         lines.append(f"| {label} | {r['images']} | " + " | ".join(
             _fmt(d[k]) for d in (b, m) for k in ("precision", "recall", "map50", "map50_95")) + " |")
+    if results.get("averaged_epochs"):
+        ep = results["averaged_epochs"]
+        lines += ["", f"Model: weight average of epochs {ep[0]}-{ep[-1]} (`weights/best.pt`; Ultralytics' own pick is "
+                  "`weights/best_epoch.pt`)."]
     if "real_dev" not in results:
         lines += ["", "No real photos were found (pass `--real DATA_YAML`), so there is no sim-to-real number."]
     lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|"]
