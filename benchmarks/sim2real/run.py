@@ -149,13 +149,6 @@ def main() -> None:
                   f"Rendering: {results['generate']['images_per_s']:.1f} images/s at 640x640 with all cores.", ""]
     else:
         lines += [f"No finished run at `{args.run}`: run `make sim2real` first.", ""]
-    if args.ablation:
-        if real is None:
-            sys.exit("error: --ablation needs the real dev photos (--real DATA_YAML)")
-        summary["ablation"] = {"scale": ABLATION_SCALE, "rows": []}
-        for row in run_ablation(real, ROOT / "runs" / "sim2real-ablation"):
-            summary["ablation"]["rows"].append(row)
-            write_outputs(lines, summary)  # a table after every row: an interrupted ablation keeps what it measured
     if args.curve:
         if real is None:
             sys.exit("error: --curve needs the real dev photos (--real DATA_YAML)")
@@ -163,11 +156,18 @@ def main() -> None:
         if summary["curve"]:
             curve_plot(summary["curve"], HERE / "learning_curve.png")
     prior = HERE / "results.json"
-    if prior.exists():  # keep what this call did not measure again
+    if prior.exists():  # keep what this call does not measure again
         earlier = json.loads(prior.read_text())
-        for key in ("ablation", "curve"):
-            if key not in summary and earlier.get(key):
+        for key, asked in (("ablation", args.ablation), ("curve", args.curve)):
+            if not asked and earlier.get(key):
                 summary[key] = earlier[key]
+    if args.ablation:
+        if real is None:
+            sys.exit("error: --ablation needs the real dev photos (--real DATA_YAML)")
+        summary["ablation"] = {"scale": ABLATION_SCALE, "rows": []}
+        for row in run_ablation(real, ROOT / "runs" / "sim2real-ablation"):
+            summary["ablation"]["rows"].append(row)
+            write_outputs(lines, summary)  # a table after every row: an interrupted ablation keeps what it measured
     if args.pictures and real is not None:
         picture_grid(real, HERE / "rendered_vs_real.jpg")
     print("\n".join(write_outputs(lines, summary)))
@@ -190,8 +190,10 @@ def write_outputs(head: list[str], summary: dict) -> list[str]:
                   "that beats the baseline as advice to drop that variety (other orchards are scored too).", ""]
     if summary.get("curve"):
         lines += ["## Learning curve: synthetic vs real, epoch by epoch", "",
-                  "Every saved checkpoint of the recipe run, evaluated on both sets. Synthetic accuracy keeps rising; "
-                  "real accuracy does not follow it for long, and the gap between them is the sim-to-real gap.", "",
+                  "Every saved checkpoint of the recipe run, evaluated on both sets. The synthetic column says how well "
+                  "the renderer has been learnt, the real one how much of that carries over to photos; their gap, epoch "
+                  "by epoch, is the sim-to-real gap, and the swings of the real column from one epoch to the next are "
+                  "the noise any single-checkpoint number carries.", "",
                   "| epoch | real mask mAP50 | real box mAP50 | synthetic mask mAP50 |", "|---|---|---|---|"]
         lines += [f"| {r['epoch']} | {r['real_mask_map50']:.3f} | {r['real_box_map50']:.3f} | {r['synthetic_mask_map50']:.3f} |"
                   for r in summary["curve"]]
