@@ -77,6 +77,44 @@ def learning_curve(run: Path, real: Path, imgsz: int) -> list[dict]:
     return rows
 
 
+SIZE_EDGES = (0.0, 0.03, 0.06, 0.09, 0.125, 0.19, 1.0)  # apple size: sqrt(box area) / image width
+
+
+def recall_by_size(weights: Path, real: Path, imgsz: int, conf: float = 0.25) -> list[dict]:
+    """Where the misses are: recall of the hand-labelled apples and precision of the predictions, by apple size.
+
+    One-to-one mask matching at IoU >= 0.5 (pipeline/evaluate.py), predictions at ``conf``."""
+    import numpy as np
+
+    from pomona.dataset import read_data_yaml, read_image
+    from pomona.instances import Instances
+    from pomona.pipeline.evaluate import load_label_set, match_instances
+    from pomona.pipeline.weights import load_yolo
+
+    model = load_yolo(weights, "model", task="segment")
+    images = read_data_yaml(real).images("val")
+    refs = load_label_set(images[0].parent.parent / "labels")
+    ref_sizes, ref_hit, pred_sizes, pred_hit = [], [], [], []
+    for path in images:
+        image = read_image(path)
+        pred = Instances.from_ultralytics(model.predict(image, imgsz=imgsz, conf=conf, verbose=False)[0])
+        ref = refs.get(path.stem, Instances.empty(image.shape[:2]))
+        pairs, _ = match_instances(pred, ref)
+        width = image.shape[1]
+        for inst, hits, sizes, side in ((ref, ref_hit, ref_sizes, 1), (pred, pred_hit, pred_sizes, 0)):
+            b = inst.boxes
+            sizes += list(np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)) / width)
+            matched = {pair[side] for pair in pairs}
+            hits += [k in matched for k in range(len(inst))]
+    rows = []
+    for lo, hi in zip(SIZE_EDGES[:-1], SIZE_EDGES[1:]):
+        r = [h for s, h in zip(ref_sizes, ref_hit) if lo <= s < hi]
+        p = [h for s, h in zip(pred_sizes, pred_hit) if lo <= s < hi]
+        rows.append({"size": [lo, hi], "apples": len(r), "recall": float(np.mean(r)) if r else None,
+                     "predictions": len(p), "precision": float(np.mean(p)) if p else None})
+    return rows
+
+
 def curve_plot(rows: list[dict], out: Path) -> Path:
     import matplotlib
 
@@ -141,6 +179,10 @@ def main() -> None:
         lines += [f"Recipe `pomona/recipes/sim2real.yaml` ({recipe['train']['model']}, {recipe['generate']['n']} images, "
                   f"{recipe['train']['epochs']} epochs at {recipe['train']['imgsz']} px), run `{args.run}`.", ""]
         lines += accuracy_table(results)
+        if real is not None and (args.run / "weights" / "best.pt").exists():
+            summary["by_size"] = recall_by_size(args.run / "weights" / "best.pt", real,
+                                                load_recipe("sim2real")["evaluate"]["imgsz"])
+            lines += ["", *size_table(summary["by_size"])]
         grid = args.run / "eval-real-dev" / "predictions.jpg"
         if grid.exists():
             shutil.copyfile(grid, HERE / "predictions_real.jpg")
@@ -171,6 +213,18 @@ def main() -> None:
     if args.pictures and real is not None:
         picture_grid(real, HERE / "rendered_vs_real.jpg")
     print("\n".join(write_outputs(lines, summary)))
+
+
+def size_table(rows: list[dict]) -> list[str]:
+    def pct(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = ["Where the misses are, on the real dev photos (predictions at conf 0.25, one-to-one mask IoU >= 0.5; "
+             "size = sqrt(box area) / image width):", "",
+             "| apple size | hand-labelled apples | recall | predictions | precision |", "|---|---|---|---|---|"]
+    lines += [f"| {r['size'][0]:.0%}-{r['size'][1]:.0%} | {r['apples']} | {pct(r['recall'])} | {r['predictions']} | "
+              f"{pct(r['precision'])} |" for r in rows]
+    return lines
 
 
 def write_outputs(head: list[str], summary: dict) -> list[str]:
