@@ -26,3 +26,23 @@ def test_quickstart_tiny(tmp_path):
     assert "real dev" in report and "synthetic val" in report and "mask mAP50" in report
     manifest = (out / "data" / "manifest.jsonl").read_text().splitlines()
     assert len(manifest) == 12
+
+
+@pytest.mark.slow
+def test_sim2real_recipe_averages_its_last_epochs(tmp_path):
+    import torch
+
+    from pomona.pipeline.recipe import run_recipe
+
+    real = make_dataset(tmp_path / "real", [[(30, 30, 12)], []])
+    (real / "data.yaml").write_text("train: images\nval: images\nnames: {0: apple}\n")
+    out = tmp_path / "s2r"
+    run_recipe("sim2real", out, real=real / "data.yaml", overrides={"export": {"skip": True}}, n=12, epochs=3, imgsz=96)
+    results = json.loads((out / "results.json").read_text())
+    assert results["averaged_epochs"] == [1, 2, 3]  # fewer epochs than average_last: all of them
+    weights = out / "weights"
+    assert (weights / "best_epoch.pt").is_file()
+    ckpt = torch.load(weights / "best.pt", map_location="cpu", weights_only=False)
+    assert ckpt["averaged_from"] == ["epoch0.pt", "epoch1.pt", "epoch2.pt"]
+    assert results["real_dev"]["weights"] == str(weights / "best.pt")
+    assert "weight average of epochs 1-3" in (out / "report.md").read_text()
