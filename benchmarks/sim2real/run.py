@@ -233,7 +233,8 @@ def write_outputs(head: list[str], summary: dict) -> list[str]:
         ab = summary["ablation"]
         lines += ["## Ablation: one randomisation family switched off", "",
                   f"Small equal-budget runs ({ab['scale']['n']} images, {ab['scale']['epochs']} epochs, "
-                  f"{ab['scale']['imgsz']} px, evaluated at {ab['scale']['imgsz']} px): compare rows with each other, "
+                  f"{ab['scale']['imgsz']} px, evaluated at {ab['scale']['imgsz']} px, the recipe's weight averaging "
+                  "included): compare rows with each other, "
                   "not with the recipe above; differences of a few hundredths are within run-to-run noise.", "",
                   "| switched off | real mask mAP50 | real box mAP50 | synthetic mask mAP50 |", "|---|---|---|---|"]
         lines += [f"| {r['switched_off']} | {r['real_mask_map50']:.3f} | {r['real_box_map50']:.3f} | "
