@@ -66,6 +66,10 @@ def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, im
     from pomona.machine import cpu_cores
 
     out = Path(out).resolve()
+    # Periodic checkpoints left by an earlier run in this folder would pass for this run's epochs
+    # (weight averaging takes the newest ones); Ultralytics itself overwrites best.pt and last.pt.
+    for stale in (out / "weights").glob("epoch*.pt"):
+        stale.unlink()
     args = dict(
         data=str(spec.yaml_path), epochs=epochs, imgsz=imgsz, batch=batch, project=str(out.parent), name=out.name,
         exist_ok=True, workers=workers if workers is not None else cpu_cores(),

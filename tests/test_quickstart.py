@@ -37,6 +37,8 @@ def test_sim2real_recipe_averages_its_last_epochs(tmp_path):
     real = make_dataset(tmp_path / "real", [[(30, 30, 12)], []])
     (real / "data.yaml").write_text("train: images\nval: images\nnames: {0: apple}\n")
     out = tmp_path / "s2r"
+    (out / "weights").mkdir(parents=True)
+    (out / "weights" / "epoch99.pt").write_bytes(b"left by an earlier, longer run")  # must not be averaged
     run_recipe("sim2real", out, real=real / "data.yaml", overrides={"export": {"skip": True}}, n=12, epochs=3, imgsz=96)
     results = json.loads((out / "results.json").read_text())
     assert results["averaged_epochs"] == [1, 2, 3]  # fewer epochs than average_last: all of them
