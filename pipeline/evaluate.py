@@ -104,7 +104,8 @@ def evaluate_labels(pred_dir: Path, ref_dir: Path, iou: float = 0.5) -> dict:
 
 def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: int = 320, out: Path | None = None,
                    conf_grid: float = 0.25, grid_images: int = 8, batch: int = 8) -> dict:
-    """Box and mask P, R, mAP50, mAP50-95 (Ultralytics' COCO-style metrics) + metrics.json + a picture grid."""
+    """Box and mask P, R, mAP50, mAP50-95 (Ultralytics' COCO-style metrics) + metrics.json + a picture grid
+    of ``grid_images`` predictions (none when 0)."""
     from pomona.pipeline.devices import normalize_device
     from pomona.pipeline.weights import load_yolo
 
@@ -126,11 +127,12 @@ def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: in
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / "metrics.json", result)
-    step = max(1, len(images) // grid_images)  # spread over the split, not its first (often alike) files
-    grid = prediction_grid(model, images[::step][:grid_images], imgsz, conf_grid)
-    atomic.write_image(out / "predictions.jpg", grid, quality=90)
     result["metrics_json"] = str(out / "metrics.json")
-    result["grid"] = str(out / "predictions.jpg")
+    if grid_images > 0:  # 0: numbers only (e.g. one evaluation per epoch checkpoint)
+        step = max(1, len(images) // grid_images)  # spread over the split, not its first (often alike) files
+        grid = prediction_grid(model, images[::step][:grid_images], imgsz, conf_grid)
+        atomic.write_image(out / "predictions.jpg", grid, quality=90)
+        result["grid"] = str(out / "predictions.jpg")
     return result
 
 

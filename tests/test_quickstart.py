@@ -48,3 +48,9 @@ def test_sim2real_recipe_averages_its_last_epochs(tmp_path):
     assert ckpt["averaged_from"] == ["epoch0.pt", "epoch1.pt", "epoch2.pt"]
     assert results["real_dev"]["weights"] == str(weights / "best.pt")
     assert "weight average of epochs 1-3" in (out / "report.md").read_text()
+    # numbers only, as the learning curve evaluates every epoch: no picture grid drawn
+    from pomona.pipeline.evaluate import evaluate_model
+
+    bare = evaluate_model(weights / "epoch2.pt", real / "data.yaml", "val", 96, tmp_path / "bare", grid_images=0)
+    assert (tmp_path / "bare" / "metrics.json").is_file() and "grid" not in bare
+    assert not (tmp_path / "bare" / "predictions.jpg").exists()

@@ -70,8 +70,8 @@ def learning_curve(run: Path, real: Path, imgsz: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for done, ckpt in epoch_checkpoints(run):
-            real_res = evaluate_model(ckpt, real, "val", imgsz, Path(scratch) / "real")
-            syn_res = evaluate_model(ckpt, run / "data" / "data.yaml", "val", imgsz, Path(scratch) / "syn")
+            real_res = evaluate_model(ckpt, real, "val", imgsz, Path(scratch) / "real", grid_images=0)
+            syn_res = evaluate_model(ckpt, run / "data" / "data.yaml", "val", imgsz, Path(scratch) / "syn", grid_images=0)
             rows.append({"epoch": done, "real_mask_map50": real_res["mask"]["map50"], "real_box_map50": real_res["box"]["map50"],
                          "synthetic_mask_map50": syn_res["mask"]["map50"]})
     return rows
