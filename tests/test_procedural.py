@@ -126,6 +126,16 @@ def test_disable_switches_off_families():
         render("apples", 0, (64, 64), disable=frozenset({"nonsense"}))
 
 
+def test_density_counts_apples_in_view_whatever_their_distance():
+    """A far view must not fill up with dozens of specks: density sets how many apples are in view,
+    so far scenes don't swamp the training set with tiny instances."""
+    for s in range(3):
+        far = render("many apples, 3 m away", s, (640, 640)).params
+        near = render("many apples, 0.6 m away", s, (320, 320)).params
+        assert 16 <= far["apples_drawn"] <= 45 and near["apples_drawn"] <= 45
+        assert render("few apples, 3 m away", s, (320, 320)).params["apples_drawn"] <= 6
+
+
 def test_disable_occluders_leaves_apples_unoccluded():
     """Without occluders every apple is drawn on top of the foliage: masks are (almost) whole discs."""
     sc = render("fuji apples, few apples, 0.5 m away", 4, (160, 160), disable=frozenset({"occluders"}))

@@ -170,10 +170,14 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
     apple_specs: list[dict] = []
     if not prm["no_apples"]:
         px_apple = prm["apple_px_at_distance"]
-        per_area = {"few": 0.025, "normal": 0.1, "many": 0.17}[prm["density"]] * rng.uniform(0.6, 1.4)
-        n_target = int(np.clip(round(per_area * w * h / px_apple**2), 1, 80 * w * h / 640**2 + 1))
-        if prm["density"] == "few":
-            n_target = min(n_target, int(rng.integers(1, 8)))
+        # Density is how many apples are in view, not apples per square metre: were the count to grow
+        # as apples shrink with distance, far views (dozens of specks each) would make up most of the
+        # training instances and close, well-resolved apples would be rare. Only the frame's area
+        # limits the count (few large apples fit); a drive-by panorama holds several frames' worth.
+        views = w * h / float(prm["size"][0] * prm["size"][1])
+        lo, hi = {"few": (1, 6), "normal": (6, 20), "many": (16, 45)}[prm["density"]]
+        fits = 0.35 * w * h / px_apple**2
+        n_target = max(1, int(round(min(rng.integers(lo, hi + 1) * views, fits))))
         q_lo, q_hi = {"none": (0.0, 0.5), "low": (0.0, 0.08), "partial": (0.02, 0.25), "heavy": (0.15, 0.45)}[prm["occlusion"]]
         branch_pts = np.concatenate([p[:, :2] for _, p, _ in branches]) if branches else None
         while len(apple_specs) < n_target:
