@@ -179,7 +179,7 @@ def main() -> None:
         summary["recipe"] = results
         recipe = load_recipe("sim2real")
         lines += [f"Recipe `pomona/recipes/sim2real.yaml` ({recipe['train']['model']}, {recipe['generate']['n']} images, "
-                  f"{recipe['train']['epochs']} epochs at {recipe['train']['imgsz']} px), run `{args.run}`.", ""]
+                  f"{recipe['train']['epochs']} epochs at {recipe['train']['imgsz']} px), run `{_shown(args.run)}`.", ""]
         lines += accuracy_table(results)
         if real is not None and (args.run / "weights" / "best.pt").exists():
             summary["by_size"] = recall_by_size(args.run / "weights" / "best.pt", real, eval_imgsz)
@@ -214,6 +214,12 @@ def main() -> None:
     if args.pictures and real is not None:
         picture_grid(real, HERE / "rendered_vs_real.jpg")
     print("\n".join(write_outputs(lines, summary)))
+
+
+def _shown(path: Path) -> str:
+    """A run folder as the reader would type it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def size_table(rows: list[dict]) -> list[str]:
