@@ -108,7 +108,7 @@ def misses_by(weights: Path, real: Path, imgsz: int, conf: float = SIZE_CONF) ->
         for inst, side in ((ref, 1), (pred, 0)):
             b = inst.boxes
             box_area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-            fill = inst.masks.sum(axis=(1, 2)) / np.maximum(box_area, 1)
+            fill = inst.areas / np.maximum(box_area, 1)
             matched = {pair[side] for pair in pairs}
             found[side] += [(np.sqrt(box_area[k]) / image.shape[1], fill[k], k in matched) for k in range(len(inst))]
 
