@@ -136,6 +136,15 @@ def test_density_counts_apples_in_view_whatever_their_distance():
         assert render("few apples, 3 m away", s, (320, 320)).params["apples_drawn"] <= 6
 
 
+def test_apples_are_occluded_by_their_own_spur_leaves_and_twigs():
+    """Real occluders are leaves about as long as the fruit is wide and the twig it hangs from, which cut
+    bites out of an apple; leaves much larger than the apple would hide half of it behind one shape."""
+    stats = [render("heavily occluded apples, many apples", s, (320, 320)).params for s in range(4)]
+    ratios = [p["front_leaf_to_apple"] for p in stats if p["front_leaves"]]
+    assert ratios and max(ratios) <= 1.2
+    assert sum(p["front_twigs"] for p in stats) > 0
+
+
 def test_disable_occluders_leaves_apples_unoccluded():
     """Without occluders every apple is drawn on top of the foliage: masks are (almost) whole discs."""
     sc = render("fuji apples, few apples, 0.5 m away", 4, (160, 160), disable=frozenset({"occluders"}))

@@ -9,6 +9,9 @@ import cv2
 import numpy as np
 
 
+_BLOOM_BGR = np.array([0.66, 0.63, 0.62], np.float32)  # the pale, slightly bluish grey of wax bloom
+
+
 def _smooth_noise_1d(rng: np.random.Generator, n: int, smooth: int) -> np.ndarray:
     values = rng.random(n + 2 * smooth).astype(np.float32)
     kernel = np.hanning(2 * smooth + 1).astype(np.float32)
@@ -32,6 +35,9 @@ def apple_spec(rng: np.random.Generator, prm: dict, cx: float, cy: float, radius
         streak_seed=int(rng.integers(1 << 30)), lenticel_density=float(rng.uniform(0.0, 1.0)),
         cavity=bool(rng.random() < 0.3), cavity_pos=float(rng.uniform(-0.85, -0.45)),
         calyx=bool(rng.random() < 0.1), spin=float(rng.uniform(0, 2 * math.pi)), gloss=float(rng.uniform(0.1, 0.9)),
+        # Natural wax bloom scatters pale light off the skin: it mutes and lightens the colour, more on
+        # some fruit than others (rubbed or rain-washed fruit shows less of it).
+        bloom=float(rng.uniform(0.0, 0.4)) if jitter > 0 else 0.15,
     )
 
 
@@ -94,6 +100,8 @@ def draw_apple(canvas: np.ndarray, idbuf: np.ndarray, apple: dict, apple_id: int
             cv2.circle(dots, (int(a), int(b)), rad, 1.0, -1)
         dots = cv2.GaussianBlur(dots, (0, 0), 0.6)[..., None] * 0.3
         albedo = albedo * (1 - dots) + np.minimum(ground * 1.25 + 0.08, 1.0) * dots
+    bloom = apple.get("bloom", 0.0)
+    albedo = albedo * (1 - bloom) + bloom * _BLOOM_BGR
 
     # --- shading ---------------------------------------------------------------------------------
     lx, ly, lz = light["light_dir"]

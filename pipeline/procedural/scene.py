@@ -136,18 +136,19 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
     target_area = prm["leaf_density"] * w * h * 1.5 * (1 - 0.6 * prm["sky_fraction"])
     area = 0.0
 
-    def add_cluster(cx, cy, z, n, spread):
+    def add_cluster(cx, cy, z, n, spread, length_m=(0.075, 0.14)):
         nonlocal area
         scale = ppm(z)
         base = rng.uniform(0, 2 * math.pi)
         angs = base + np.linspace(0, spread, n) + rng.normal(0, 0.35, n)
-        lens = scale * rng.uniform(0.075, 0.14, n)
+        lens = scale * rng.uniform(*length_m, n)
         leaf_x.append(cx + np.cos(angs) * lens * 0.55)
         leaf_y.append(cy + np.sin(angs) * lens * 0.55)
         leaf_len.append(lens)
         leaf_ang.append(angs)
         leaf_z.append(z + rng.normal(0, 0.03, n))
         area += float((lens**2).sum() * 0.2)
+        return lens
 
     for z, pts, _ in branches:
         spacing = max(4.0, ppm(z) * rng.uniform(0.05, 0.1))
@@ -168,6 +169,8 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
 
     # --- apples ------------------------------------------------------------------------------------
     apple_specs: list[dict] = []
+    front_leaf_ratio: list[float] = []  # length of each leaf hung in front of an apple / that apple's diameter
+    front_twigs = 0
     if not prm["no_apples"]:
         px_apple = prm["apple_px_at_distance"]
         # Density is how many apples are in view, not apples per square metre: were the count to grow
@@ -204,10 +207,21 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
                 # Apples deeper in the canopy are more often in the shade of the leaves above them.
                 spec["sun_scale"] = 1.0 if rng.random() > 0.15 + 0.5 * (z - z_front) / span else float(rng.uniform(0.0, 0.4))
                 apple_specs.append(spec)
-                # Leaves hanging right in front of this apple (the main source of partial occlusion).
+                ax, ay = spec["cx"], spec["cy"]
+                # What hangs right in front of this apple (the main source of partial occlusion): the
+                # leaves of its own fruiting spur, a hand's width away at most and mostly no longer than
+                # the fruit is wide, so they cut several bites out of it rather than hide half of it
+                # behind one big leaf; and now and then the twig it hangs from, crossing it.
                 if rng.random() < prm["front_leaf_fraction"] * 1.6:
-                    add_cluster(cx + rng.normal(0, r), cy + rng.normal(0, r) - r * 0.5, z - rng.uniform(0.02, 0.12), int(rng.integers(1, 5)),
-                                rng.uniform(1, 4))
+                    lens = add_cluster(ax + rng.normal(0, r), ay + rng.normal(0, r) - r * 0.3, z - rng.uniform(0.01, 0.06),
+                                       int(rng.integers(2, 7)), rng.uniform(1.5, 5), length_m=(0.04, 0.09))
+                    front_leaf_ratio += list(lens / (2 * r))
+                if rng.random() < prm["front_leaf_fraction"] * 0.6:
+                    zt = z - rng.uniform(0.01, 0.05)
+                    ang = rng.uniform(0, 2 * math.pi)
+                    start = (ax - math.cos(ang) * r * rng.uniform(1.2, 2.5), ay - math.sin(ang) * r * rng.uniform(1.2, 2.5))
+                    add_branch(zt, start, ang, r * rng.uniform(3, 6), max(1.0, ppm(zt) * rng.uniform(0.004, 0.01)), depth=2)
+                    front_twigs += 1
 
     # --- clutter: posts, striped poles, wires, drip hose -----------------------------------------------
     clutter = []  # (z, kind, payload)
@@ -275,7 +289,8 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
             _draw_clutter(image, idbuf, kind, payload, prm, float(bright(z)), h, w)
 
     stats = dict(apples_drawn=len(apple_specs), leaves_drawn=int(n_leaves), branches_drawn=len(branches),
-                 clutter_drawn=len(clutter))
+                 front_leaves=len(front_leaf_ratio), front_leaf_to_apple=float(np.median(front_leaf_ratio)) if front_leaf_ratio else 0.0,
+                 front_twigs=front_twigs, clutter_drawn=len(clutter))
     return World(image=image, idbuf=idbuf, sky=np.where(idbuf == -1, sky, 0).astype(np.float32), apples=apple_specs, stats=stats)
 
 
