@@ -215,7 +215,7 @@ def main() -> None:
     if args.ablation:
         if real is None:
             sys.exit("error: --ablation needs the real dev photos (--real DATA_YAML)")
-        summary["ablation"] = {"scale": ABLATION_SCALE, "rows": []}
+        summary["ablation"] = {"scale": ABLATION_SCALE, "rows": [], "commit": _commit()}
         for row in run_ablation(real, ROOT / "runs" / "sim2real-ablation"):
             summary["ablation"]["rows"].append(row)
             write_outputs(lines, summary)  # a table after every row: an interrupted ablation keeps what it measured
@@ -248,6 +248,14 @@ def miss_tables(by: dict[str, list[dict]]) -> list[str]:
             *table("visible fraction", lambda r: f"{r[0]:.2f}-{min(r[1], 1.0):.2f}", by["visible_fraction"])]
 
 
+def _commit() -> str:
+    """The code an (hours-long) ablation measured: later renderer changes leave its rows behind."""
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
 def write_outputs(head: list[str], summary: dict) -> list[str]:
     lines = list(head)
     if summary.get("ablation"):
@@ -256,7 +264,8 @@ def write_outputs(head: list[str], summary: dict) -> list[str]:
                   f"Small equal-budget runs ({ab['scale']['n']} images, {ab['scale']['epochs']} epochs, "
                   f"{ab['scale']['imgsz']} px, evaluated at {ab['scale']['imgsz']} px, the recipe's weight averaging "
                   "included): compare rows with each other, "
-                  "not with the recipe above; differences of a few hundredths are within run-to-run noise.", "",
+                  "not with the recipe above; differences of a few hundredths are within run-to-run noise."
+                  + (f" Measured with the renderer at commit {ab['commit']}." if ab.get("commit") else ""), "",
                   "| switched off | real mask mAP50 | real box mAP50 | synthetic mask mAP50 |", "|---|---|---|---|"]
         lines += [f"| {r['switched_off']} | {r['real_mask_map50']:.3f} | {r['real_box_map50']:.3f} | "
                   f"{r['synthetic_mask_map50']:.3f} |" for r in ab["rows"]]
