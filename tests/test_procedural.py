@@ -70,7 +70,7 @@ def _blank_light():
 def test_modal_masks_exclude_occluders():
     """An apple fully behind a leaf is not labelled; a partly covered one has a mask smaller than its disc."""
     rng = np.random.default_rng(0)
-    prm = dict(colour_jitter=0.0, ground_bgr=[0.3, 0.7, 0.8], blush_bgr=[0.2, 0.2, 0.7], blush_coverage=0.5)
+    prm = dict(disabled=["cultivar_colours"], colour_jitter=0.0, ground_bgr=[0.3, 0.7, 0.8], blush_bgr=[0.2, 0.2, 0.7], blush_coverage=0.5)
     canvas = np.zeros((120, 200, 3), np.uint8)
     idbuf = np.zeros((120, 200), np.int32)
     hidden = apple_mod.apple_spec(rng, prm, 50, 60, 12, 1.0)

@@ -37,7 +37,7 @@ def apple_spec(rng: np.random.Generator, prm: dict, cx: float, cy: float, radius
         calyx=bool(rng.random() < 0.1), spin=float(rng.uniform(0, 2 * math.pi)), gloss=float(rng.uniform(0.1, 0.9)),
         # Natural wax bloom scatters pale light off the skin: it mutes and lightens the colour, more on
         # some fruit than others (rubbed or rain-washed fruit shows less of it).
-        bloom=float(rng.uniform(0.0, 0.4)) if jitter > 0 else 0.15,
+        bloom=0.15 if "cultivar_colours" in prm["disabled"] else float(rng.uniform(0.0, 0.4)),
     )
 
 
@@ -100,8 +100,7 @@ def draw_apple(canvas: np.ndarray, idbuf: np.ndarray, apple: dict, apple_id: int
             cv2.circle(dots, (int(a), int(b)), rad, 1.0, -1)
         dots = cv2.GaussianBlur(dots, (0, 0), 0.6)[..., None] * 0.3
         albedo = albedo * (1 - dots) + np.minimum(ground * 1.25 + 0.08, 1.0) * dots
-    bloom = apple.get("bloom", 0.0)
-    albedo = albedo * (1 - bloom) + bloom * _BLOOM_BGR
+    albedo = albedo * (1 - apple["bloom"]) + apple["bloom"] * _BLOOM_BGR
 
     # --- shading ---------------------------------------------------------------------------------
     lx, ly, lz = light["light_dir"]
