@@ -13,7 +13,7 @@ import numpy as np
 
 from pomona.edge.metadata import ModelInfo, from_onnx_props, read_engine_file
 from pomona.errors import PomonaError, first_line
-from pomona.machine import cpu_cores
+from pomona.machine import cpu_cores, give_ultralytics_every_core
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "ultralytics")
 SUFFIX_BACKEND = {".onnx": "onnxruntime", ".engine": "tensorrt", ".pt": "ultralytics"}
@@ -189,6 +189,7 @@ class UltralyticsBackend:
             from ultralytics import YOLO
         except ImportError:
             raise PomonaError("the ultralytics backend needs the pipeline extras (pip install 'pomona[pipeline]')") from None
+        give_ultralytics_every_core()
         try:
             self.model = YOLO(str(path), task="segment")
         except Exception as e:

@@ -46,6 +46,10 @@ def load_yolo(name: str | Path, what: str = "model", task: str | None = None, ur
     weights = None if is_config else find_weights(name, what, url_hint)
     from ultralytics import YOLO  # after the file check: a missing file fails without the slow import
 
+    from pomona.machine import give_ultralytics_every_core
+
+    give_ultralytics_every_core()
+
     try:
         model = YOLO(str(name) if is_config or weights is None else str(weights))
     except Exception as e:  # unpickling, missing keys, unknown format: all mean "not a YOLO checkpoint"
