@@ -187,7 +187,8 @@ def main() -> None:
         summary["recipe"] = results
         recipe = load_recipe("sim2real")
         lines += [f"Recipe `pomona/recipes/sim2real.yaml` ({recipe['train']['model']}, {recipe['generate']['n']} images, "
-                  f"{recipe['train']['epochs']} epochs at {recipe['train']['imgsz']} px), run `{_shown(args.run)}`.", ""]
+                  f"{recipe['train']['epochs']} epochs at {recipe['train']['imgsz']} px, evaluated at {eval_imgsz} px), "
+                  f"run `{_shown(args.run)}`.", ""]
         lines += accuracy_table(results)
         if real is not None and (args.run / "weights" / "best.pt").exists():
             summary["misses_by"] = misses_by(args.run / "weights" / "best.pt", real, eval_imgsz)
@@ -283,6 +284,9 @@ def write_outputs(head: list[str], summary: dict) -> list[str]:
         lines += [f"| {r['epoch']} | {r['real_mask_map50']:.3f} | {r['real_box_map50']:.3f} | {r['synthetic_mask_map50']:.3f} |"
                   for r in summary["curve"]]
         lines += ["", "![Learning curve](learning_curve.png)", ""]
+        if (HERE / "gpu_30_epochs.md").exists():
+            lines += ["Where the curve goes past the recipe's epochs: a 30-epoch run of the recipe on a lent GPU, "
+                      "[gpu_30_epochs.md](gpu_30_epochs.md).", ""]
     for pic, caption in (("rendered_vs_real.jpg", "Procedural renders (top) vs real dev photos (bottom)"),
                          ("predictions_real.jpg", "Recipe model on real dev photos: predictions (filled) over hand labels (white)")):
         if (HERE / pic).exists():
