@@ -192,9 +192,17 @@ def bench(model: str | Path, source: str | Path | None = None, frames: int = 100
 
 
 def ultralytics_baseline(model: str | Path, source: str | Path, frames: int = 100, warmup: int = 5,
-                         imgsz: int | None = None, conf: float = 0.25, retina_masks: bool = False) -> dict:
-    """Plain ``YOLO(model).predict(frame)`` on the same frames (the way most people would deploy)."""
+                         imgsz: int | None = None, conf: float = 0.25, retina_masks: bool = False,
+                         all_cores: bool = False) -> dict:
+    """Plain ``YOLO(model).predict(frame)`` on the same frames (the way most people would deploy).
+
+    ``all_cores``: torch on every core instead of Ultralytics' default of ``cpu_count - 1`` threads."""
     from ultralytics import YOLO
+
+    if all_cores:
+        from pomona.machine import give_ultralytics_every_core
+
+        give_ultralytics_every_core()
 
     rss0 = peak_rss_mb()
     reader = _Reader(Path(source))

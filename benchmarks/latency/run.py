@@ -6,7 +6,8 @@ Exports the weights to ONNX FP32, FP16 and INT8 (INT8 calibrated on a `pomona ge
 here; each export with its parity check vs PyTorch), renders synthetic orchard frames, then times, each in
 its own process (so peak RSS is per backend):
   pomona onnxruntime FP32 / FP16 / INT8  (Predictor + drawing: capture, pre, infer, post, render)
-  Ultralytics YOLO(.pt).predict          (default masks, and retina_masks=True = source-resolution masks like ours)
+  Ultralytics YOLO(.pt).predict          (default masks, retina_masks=True = source-resolution masks like ours,
+                                         and torch on every core instead of its default cpu_count - 1 threads)
   Ultralytics YOLO(.onnx).predict
 plus a sweep of ONNX Runtime session options (bare session.run on the same frames) and a larger parity
 sample (24 synthetic images) per export. Writes results.json, results.md and latency.png next to this script.
@@ -43,6 +44,7 @@ def child_main(argv: list[str]) -> None:
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--retina", action="store_true")
+    p.add_argument("--all-cores", action="store_true", help="ultralytics: torch on every core, not cpu_count - 1")
     p.add_argument("--ort-threads", type=int, default=None, help="pomona: OnnxBackend(threads=N) instead of all cores")
     a = p.parse_args(argv)
     if a.mode == "ort-options":
@@ -62,7 +64,8 @@ def child_main(argv: list[str]) -> None:
     else:
         from pomona.edge.bench import ultralytics_baseline
 
-        res = ultralytics_baseline(a.model, a.source, frames=a.frames, conf=a.conf, retina_masks=a.retina)
+        res = ultralytics_baseline(a.model, a.source, frames=a.frames, conf=a.conf, retina_masks=a.retina,
+                                   all_cores=a.all_cores)
     print(json.dumps(res))
 
 
@@ -281,6 +284,7 @@ def main() -> None:
     runs["pomona onnxruntime int8, 1 ORT thread"] = _child(["pomona", int8["path"], *src, "--ort-threads", "1"])
     runs["ultralytics predict .pt"] = _child(["ultralytics", str(pt), *src])
     runs["ultralytics predict .pt retina"] = _child(["ultralytics", str(pt), *src, "--retina"])
+    runs["ultralytics predict .pt, all cores"] = _child(["ultralytics", str(pt), *src, "--all-cores"])
     runs["ultralytics predict .onnx"] = _child(["ultralytics", fp32["path"], *src])
     options = {label: _child(["ort-options", x["path"], *src]) for label, x in (("fp32", fp32), ("int8", int8))}
     load_after = os.getloadavg()
@@ -299,6 +303,8 @@ def main() -> None:
             "pomona fp32 vs Ultralytics predict .pt": ours["fps_model"] / runs["ultralytics predict .pt"]["fps_model"],
             "pomona fp32 vs Ultralytics predict .pt (retina masks, same output as ours)":
                 ours["fps_model"] / runs["ultralytics predict .pt retina"]["fps_model"],
+            "pomona fp32 vs Ultralytics predict .pt, torch on every core":
+                ours["fps_model"] / runs["ultralytics predict .pt, all cores"]["fps_model"],
             "pomona fp32 vs Ultralytics predict .onnx": ours["fps_model"] / runs["ultralytics predict .onnx"]["fps_model"],
             "pomona fp16 vs Ultralytics predict .pt": runs["pomona onnxruntime fp16"]["fps_model"] / pt_fps,
             "pomona int8 vs Ultralytics predict .pt": q8["fps_model"] / pt_fps,
