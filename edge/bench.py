@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from pomona.errors import PomonaError
-from pomona.machine import cpu_cores
+from pomona.machine import cpu_cores, give_ultralytics_every_core
 
 STAGES = ("capture", "pre", "infer", "post", "render")
 DEFAULT_PROMPT = "apples on trellised trees in a row, 1.5 m away, many apples"
@@ -200,8 +200,6 @@ def ultralytics_baseline(model: str | Path, source: str | Path, frames: int = 10
     from ultralytics import YOLO
 
     if all_cores:
-        from pomona.machine import give_ultralytics_every_core
-
         give_ultralytics_every_core()
 
     rss0 = peak_rss_mb()

@@ -26,6 +26,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from pomona.errors import PomonaError
+from pomona.machine import give_ultralytics_every_core
 from pomona.pipeline.weights import ULTRALYTICS_ASSETS, describe_load_error, find_weights
 from pomona.offline import cache_dir, missing_weights_message
 
@@ -88,6 +89,7 @@ class UltralyticsSamSegmenter:
     def __init__(self, weights: str, device: str):
         from ultralytics import SAM
 
+        give_ultralytics_every_core()
         model = SAM(weights)
         overrides = dict(conf=0.25, task="segment", mode="predict", imgsz=1024, model=weights, device=device,
                          save=False, verbose=False)

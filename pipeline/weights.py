@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from pomona.errors import PomonaError, first_line
+from pomona.machine import give_ultralytics_every_core
 from pomona.offline import missing_weights_message, online
 
 ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases"
@@ -45,8 +46,6 @@ def load_yolo(name: str | Path, what: str = "model", task: str | None = None, ur
     is_config = str(name).endswith((".yaml", ".yml"))
     weights = None if is_config else find_weights(name, what, url_hint)
     from ultralytics import YOLO  # after the file check: a missing file fails without the slow import
-
-    from pomona.machine import give_ultralytics_every_core
 
     give_ultralytics_every_core()
 
