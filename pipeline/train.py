@@ -28,6 +28,28 @@ def _skip_amp_download() -> None:
     trainer.check_amp = check_amp
 
 
+def short_run_ema(decay: float, tau: float):
+    """An Ultralytics callback that gives the trainer an EMA sized for this run instead of for COCO.
+
+    Ultralytics' EMA ramps its decay as ``0.9999 * (1 - exp(-updates / 2000))``; there is one update per optimizer
+    step, which with batch 16 (gradients accumulated to 64 images) is one per 64 images. A 20-epoch run over 1440
+    images makes about 450 updates, where that decay is still 0.20: the saved weights are the last step's, not an
+    average, and single epochs swing on real photos. ``decay`` / ``tau`` set the plateau and the ramp instead.
+    """
+    from ultralytics.utils import LOGGER
+    from ultralytics.utils.torch_utils import ModelEMA
+
+    def install(trainer) -> None:
+        old = trainer.ema
+        ema = ModelEMA(trainer.model, decay=decay, tau=tau, updates=old.updates if old else 0)
+        if old is not None:  # a resumed run has already loaded its EMA weights
+            ema.ema.load_state_dict(old.ema.state_dict())
+        trainer.ema = ema
+        LOGGER.info(f"EMA: decay {decay}, ramp tau {tau} updates (sized for a short run)")
+
+    return install
+
+
 def load_recipe_section(recipe: str | None, section: str) -> dict:
     if not recipe:
         return {}
@@ -78,6 +100,9 @@ def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, im
     )
     args.update(load_recipe_section(recipe, "train"))
     args.update(overrides)
+    ema_decay, ema_tau = args.pop("ema_decay", None), args.pop("ema_tau", None)  # pomona's keys, not Ultralytics'
+    if ema_decay is not None:
+        yolo.add_callback("on_pretrain_routine_end", short_run_ema(float(ema_decay), float(ema_tau or 2000)))
     yolo.train(**args)
     best = out / "weights" / "best.pt"
     if not best.is_file():
