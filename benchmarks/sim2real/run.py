@@ -288,7 +288,7 @@ def write_outputs(head: list[str], summary: dict) -> list[str]:
             lines += ["Where the curve goes past the recipe's epochs: a 30-epoch run of the recipe on a lent GPU, "
                       "[gpu_30_epochs.md](gpu_30_epochs.md).", ""]
     if (HERE / "gpu_augment_screen.md").exists():
-        lines += ["Why the recipe trains at 512 px with copy_paste and mixup: a screen of both on a lent GPU, "
+        lines += ["Why the recipe uses copy_paste and mixup, and why not 512 px: a screen on a lent GPU and its CPU check, "
                   "[gpu_augment_screen.md](gpu_augment_screen.md).", ""]
     for pic, caption in (("rendered_vs_real.jpg", "Procedural renders (top) vs real dev photos (bottom)"),
                          ("predictions_real.jpg", "Recipe model on real dev photos: predictions (filled) over hand labels (white)")):
