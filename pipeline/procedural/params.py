@@ -144,11 +144,12 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
                trunk=bool(rng.random() < 0.35))
     if "clutter" in disable:
         prm.update(posts=0, wires=0, net=False, hose=False, poles=0, sky_fraction=min(prm["sky_fraction"], 0.15),
-                   ground_fraction=0.0)
+                   ground_fraction=0.0, banded_posts=0, band_chance=0.0, tapes=0, dry_leaf_fraction=0.0)
     else:
         prm.update(posts=int(rng.choice([0, 1, 2], p=[0.6, 0.3, 0.1])), wires=int(rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1])),
                    net=bool(rng.random() < 0.35), hose=bool(rng.random() < 0.15),
                    poles=int(rng.random() < 0.12))
+        prm.update(_distractors(rng.spawn(1)[0]))
 
     # --- camera effects ------------------------------------------------------------------------------
     if "blur" in disable:
@@ -159,6 +160,18 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
                    motion_angle_deg=float(rng.uniform(0, 180)),
                    background_blur_px=float(rng.uniform(1.0, 6.0)))
     return prm
+
+
+def _distractors(rng: np.random.Generator) -> dict:
+    """Apple-coloured things that are not apples: painted or taped posts, flagging tape on branches,
+    dry and autumn-coloured leaves. Colour alone must not make an apple.
+
+    Drawn from a stream of their own (a child of the scene's generator), so a seed's scene is the same
+    as without them, with these added: their effect can be measured scene for scene."""
+    return dict(banded_posts=int(rng.choice([0, 1, 2], p=[0.8, 0.15, 0.05])),  # extra posts that always carry bands
+                band_chance=float(rng.uniform(0.2, 0.6)),  # the chance that any other post carries bands
+                tapes=int(rng.choice([0, 1, 2, 3], p=[0.7, 0.15, 0.1, 0.05])),
+                dry_leaf_fraction=float(rng.choice([0.0, rng.uniform(0.01, 0.06)], p=[0.5, 0.5])))
 
 
 def _sample_light(light: str, rng: np.random.Generator, frozen: bool) -> dict:

@@ -24,6 +24,12 @@ from .params import FAMILIES, sample_params
 
 MIN_VISIBLE_PX = 12
 _MAX_LEAVES_PER_MPX = 11000  # speed cap: leaves per 1e6 pixels
+# Paint, tape and flagging ribbon in an orchard, BGR in [0, 1]: red, orange, yellow, blue, pink, white, black.
+_MARKER_COLOURS = np.array([[0.12, 0.1, 0.72], [0.1, 0.38, 0.88], [0.12, 0.72, 0.85], [0.65, 0.38, 0.12],
+                            [0.55, 0.42, 0.85], [0.88, 0.88, 0.88], [0.1, 0.1, 0.1]], np.float32)
+_MARKER_WEIGHTS = (0.4, 0.15, 0.1, 0.1, 0.1, 0.1, 0.05)
+# Dry, yellowed and autumn-red leaves, BGR albedo.
+_DRY_LEAF_PALETTE = np.array([[0.16, 0.34, 0.5], [0.14, 0.62, 0.74], [0.14, 0.2, 0.5], [0.3, 0.45, 0.55]], np.float32)
 
 
 @dataclass
@@ -98,6 +104,7 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
 
     image, sky = background(rng, prm, prm, size)
     idbuf = np.where(sky > 0.5, -1, 0).astype(np.int32)
+    extra = rng.spawn(1)[0]  # distractors draw from their own stream: the rest of a seed's scene stays the same
 
     # --- branches --------------------------------------------------------------------------------
     branches = []  # (z, points, bark)
@@ -227,12 +234,30 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
     clutter = []  # (z, kind, payload)
     for _ in range(prm["posts"]):
         z = d * rng.uniform(0.9, 1.5)
-        clutter.append((z, "post", dict(x=rng.uniform(0, w), width=ppm(z) * rng.uniform(0.06, 0.12), lean=rng.normal(0, 0.04),
-                                         colour=rng.choice([[0.38, 0.44, 0.5], [0.62, 0.64, 0.66], [0.28, 0.32, 0.36]]).tolist())))
-    for _ in range(prm["poles"]):
+        post = dict(x=rng.uniform(0, w), width=ppm(z) * rng.uniform(0.06, 0.12), lean=rng.normal(0, 0.04),
+                    colour=rng.choice([[0.38, 0.44, 0.5], [0.62, 0.64, 0.66], [0.28, 0.32, 0.36]]).tolist())
+        post["bands"] = _random_bands(extra, h, ppm(z)) if extra.random() < prm.get("band_chance", 0.0) else []
+        clutter.append((z, "post", post))
+    for _ in range(prm["poles"]):  # red/white striped pole: a classic false-positive trap
         z = d * rng.uniform(0.8, 1.3)
-        clutter.append((z, "pole", dict(x=rng.uniform(0, w), width=ppm(z) * rng.uniform(0.03, 0.05), lean=rng.normal(0, 0.03),
-                                         stripe=ppm(z) * rng.uniform(0.1, 0.25))))
+        x, width, lean, stripe = rng.uniform(0, w), ppm(z) * rng.uniform(0.03, 0.05), rng.normal(0, 0.03), max(4.0, ppm(z) * rng.uniform(0.1, 0.25))
+        bands = [[h - (k + 1) * stripe, h - k * stripe, _MARKER_COLOURS[0].tolist()] for k in range(1, int(h / stripe) + 2, 2)]
+        clutter.append((z, "post", dict(x=x, width=width, lean=lean, colour=[0.9, 0.9, 0.9], bands=bands)))
+    for _ in range(prm.get("banded_posts", 0)):  # white, grey or wooden posts marked with paint or tape
+        z = d * extra.uniform(0.7, 1.5)
+        colour = extra.choice([[0.84, 0.86, 0.87], [0.62, 0.64, 0.66], [0.3, 0.42, 0.52]], p=[0.5, 0.25, 0.25])
+        clutter.append((z, "post", dict(x=extra.uniform(0, w), width=ppm(z) * extra.uniform(0.04, 0.12), lean=extra.normal(0, 0.04),
+                                         colour=(colour * np.exp(extra.normal(0, 0.05, 3))).tolist(), bands=_random_bands(extra, h, ppm(z)))))
+    for _ in range(prm.get("tapes", 0) if branches else 0):  # flagging tape tied to a branch, hanging down
+        z, pts, _ = branches[int(extra.integers(len(branches)))]
+        x, y = pts[int(extra.integers(len(pts))), :2]
+        length, n = ppm(z) * extra.uniform(0.08, 0.35), 8
+        ang = math.pi / 2 + extra.normal(0, 0.5) + np.cumsum(extra.normal(0, 0.15, n))
+        step = length / n
+        tape = np.concatenate([[[x, y]], [x, y] + np.cumsum(np.stack([np.cos(ang), np.sin(ang)], 1) * step, 0)])
+        colour = _MARKER_COLOURS[extra.choice(len(_MARKER_COLOURS), p=_MARKER_WEIGHTS)] * np.exp(extra.normal(0, 0.08, 3))
+        clutter.append((z - 0.02, "tape", dict(points=tape, width=max(1, int(round(ppm(z) * extra.uniform(0.012, 0.035)))),
+                                               colour=colour.tolist(), twist=extra.uniform(0.3, 1.0, n).tolist())))
     for _ in range(prm["wires"]):
         z = d * rng.uniform(0.85, 1.4)
         clutter.append((z, "wire", dict(y0=rng.uniform(0, h), y1=rng.uniform(0, h), sag=rng.uniform(0, 0.05) * h,
@@ -249,6 +274,10 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
         if len(leaves["x"]) > cap:  # keep the ones nearest the camera
             order = np.argsort(leaves["z"])[:cap]
             leaves = {k: v[order] for k, v in leaves.items()}
+        dry = extra.random(len(leaves["x"])) < prm.get("dry_leaf_fraction", 0.0)
+        if dry.any():  # at harvest some leaves have yellowed, browned or turned red
+            pick = extra.integers(len(_DRY_LEAF_PALETTE), size=int(dry.sum()))
+            leaves["albedo"][dry] = _DRY_LEAF_PALETTE[pick] * np.exp(extra.normal(0, 0.1, (int(dry.sum()), 3))).astype(np.float32)
     else:
         leaves = None
     n_leaves = 0 if leaves is None else len(leaves["x"])
@@ -294,28 +323,39 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
     return World(image=image, idbuf=idbuf, sky=np.where(idbuf == -1, sky, 0).astype(np.float32), apples=apple_specs, stats=stats)
 
 
+def _random_bands(rng: np.random.Generator, h: int, px_per_m: float) -> list[list]:
+    """1-4 painted or taped bands on a post: [top, bottom, BGR colour], image rows."""
+    bands = []
+    for _ in range(int(rng.integers(1, 5))):
+        top = rng.uniform(-0.1, 1.0) * h
+        colour = _MARKER_COLOURS[rng.choice(len(_MARKER_COLOURS), p=_MARKER_WEIGHTS)] * np.exp(rng.normal(0, 0.08, 3))
+        bands.append([float(top), float(top + max(3.0, px_per_m * rng.uniform(0.04, 0.3))), colour.tolist()])
+    return bands
+
+
 def _draw_clutter(image, idbuf, kind, p, light, brightness, h, w) -> None:
     amb, sun = light["ambient"], light["sun"]
     tint = np.array(light["light_bgr"], np.float32)
-    if kind in ("post", "pole"):
+    if kind == "post":
         x0, x1 = p["x"], p["x"] + p["lean"] * h
         half = p["width"] / 2
         quad = np.array([[x0 - half, h], [x0 + half, h], [x1 + half, 0], [x1 - half, 0]], np.float32)
         cv2.fillPoly(idbuf, [quad.round().astype(np.int32)], 0)
-        if kind == "post":
-            base = np.array(p["colour"], np.float32) * tint * brightness
+        for top, bottom, colour in [[0.0, float(h), p["colour"]], *p.get("bands", [])]:
+            # Three vertical strips, darker on the side away from the light: the post reads as round.
+            base = np.array(colour, np.float32) * tint * brightness
             for k, shade in enumerate((amb + 0.2 * sun, amb + 0.6 * sun, amb + 0.95 * sun)):
                 a, b = -half + k * p["width"] / 3, -half + (k + 1) * p["width"] / 3
-                q = np.array([[x0 + a, h], [x0 + b, h], [x1 + b, 0], [x1 + a, 0]], np.float32).round().astype(np.int32)
+                xt, xb = x0 + (x1 - x0) * (1 - top / h), x0 + (x1 - x0) * (1 - bottom / h)
+                q = np.array([[xb + a, bottom], [xb + b, bottom], [xt + b, top], [xt + a, top]], np.float32).round().astype(np.int32)
                 cv2.fillPoly(image, [q], np.clip(base * shade * 255, 0, 255).tolist(), cv2.LINE_AA)
-        else:  # red/white striped pole: a classic false-positive trap
-            n = max(2, int(h / max(p["stripe"], 4)) + 1)
-            for k in range(n):
-                ya, yb = h - k * p["stripe"], h - (k + 1) * p["stripe"]
-                xa, xb = x0 + (x1 - x0) * (1 - ya / h), x0 + (x1 - x0) * (1 - yb / h)
-                col = np.array([0.1, 0.1, 0.75] if k % 2 else [0.9, 0.9, 0.9], np.float32) * tint * (amb + 0.7 * sun) * brightness
-                q = np.array([[xa - half, ya], [xa + half, ya], [xb + half, yb], [xb - half, yb]], np.float32).round().astype(np.int32)
-                cv2.fillPoly(image, [q], np.clip(col * 255, 0, 255).tolist(), cv2.LINE_AA)
+    elif kind == "tape":  # a twisting ribbon: each piece catches the light differently
+        pts = np.round(p["points"]).astype(np.int32)
+        base = np.array(p["colour"], np.float32) * tint * brightness
+        for k, twist in enumerate(p["twist"]):
+            colour = np.clip(base * (amb + twist * sun) * 255, 0, 255).tolist()
+            cv2.line(image, tuple(pts[k].tolist()), tuple(pts[k + 1].tolist()), colour, p["width"], cv2.LINE_AA)
+            cv2.line(idbuf, tuple(pts[k].tolist()), tuple(pts[k + 1].tolist()), 0, p["width"])
     else:  # wire / hose: a sagging curve across the frame
         xs = np.linspace(-5, w + 5, 24, dtype=np.float32)
         t = xs / w
