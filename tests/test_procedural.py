@@ -119,6 +119,7 @@ def test_disable_switches_off_families():
         assert prm["defocus_px"] == 0 and prm["motion_px"] == 0
         assert prm["cultivar"] == "fuji" and prm["light"] == "sunny" and prm["colour_jitter"] == 0
         assert prm["posts"] == prm["wires"] == prm["poles"] == 0 and not prm["net"]
+        assert prm["banded_posts"] == prm["tapes"] == 0 and prm["band_chance"] == prm["dry_leaf_fraction"] == 0
         assert prm["occlusion"] == "none" and prm["front_leaf_fraction"] == 0
     blurry = [sample_params("apples", scene_rng("apples", s), (64, 64), frozenset())["motion_px"] for s in range(40)]
     assert max(blurry) > 0
@@ -184,3 +185,26 @@ def test_driveby_writes_consistent_files(tmp_path):
 def test_render_320_finishes():
     sc = render("apples", 11, (320, 320))
     assert sc.image.shape == (320, 320, 3)
+
+
+def test_distractors_only_add_to_a_seeds_scene():
+    """Painted posts, flagging tape and dry leaves draw from their own stream: switching them off gives the
+    same scene (same apples, same count), and with them on each apple's label only loses what they cover."""
+    import copy
+
+    from pomona.pipeline.procedural.scene import build_world
+
+    size, seen = (320, 256), 0
+    for seed in range(12):
+        rng = scene_rng("apples in an orchard with posts", seed)
+        prm = sample_params("apples in an orchard with posts", rng, size, frozenset())
+        prm.update(banded_posts=2, band_chance=1.0, tapes=3, dry_leaf_fraction=0.2)
+        plain = dict(prm, banded_posts=0, band_chance=0.0, tapes=0, dry_leaf_fraction=0.0)
+        with_them, without = build_world(copy.deepcopy(rng), prm, size), build_world(copy.deepcopy(rng), plain, size)
+        assert with_them.stats["apples_drawn"] == without.stats["apples_drawn"]
+        assert with_them.stats["clutter_drawn"] >= without.stats["clutter_drawn"] + 2
+        a, b = with_them.idbuf > 0, without.idbuf > 0
+        assert not (a & ~b).any(), "a distractor must never be labelled as apple"
+        assert (with_them.idbuf[a] == without.idbuf[a]).all()
+        seen += int(b.sum() > a.sum()) + int((with_them.image != without.image).any())
+    assert seen > 12  # the distractors are drawn (images differ) and sometimes hide part of an apple
