@@ -208,23 +208,3 @@ def test_distractors_only_add_to_a_seeds_scene():
         assert (with_them.idbuf[a] == without.idbuf[a]).all()
         seen += int(b.sum() > a.sum()) + int((with_them.image != without.image).any())
     assert seen > 12  # the distractors are drawn (images differ) and sometimes hide part of an apple
-
-
-def test_deep_apples_widen_the_size_spread_within_a_view():
-    """Clusters hung deeper in the canopy look smaller: with deep_apple_fraction the spread of apple sizes
-    within one view grows (real views mix near and deep apples), and the apples stay labelled."""
-    import copy
-
-    from pomona.pipeline.procedural.scene import build_world
-
-    size, spreads = (320, 320), {0.0: [], 0.5: []}
-    for seed in range(16):
-        rng = scene_rng("many apples, 1 m away", seed)
-        prm = sample_params("many apples, 1 m away", rng, size, frozenset())
-        for fraction in spreads:
-            world = build_world(copy.deepcopy(rng), dict(prm, deep_apple_fraction=fraction), size)
-            radii = np.array([a["r"] for a in world.apples])
-            if len(radii) >= 4:
-                spreads[fraction].append(np.percentile(radii, 90) / np.percentile(radii, 10))
-    assert len(spreads[0.0]) >= 8
-    assert np.median(spreads[0.5]) > np.median(spreads[0.0]) * 1.15
