@@ -134,10 +134,6 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
     occlusion = asked.get("occlusion") or str(rng.choice(["low", "partial", "heavy"], p=[0.25, 0.5, 0.25]))
     if "occluders" in disable:
         occlusion = "none"
-    own = rng.spawn(1)[0]  # parameters added later draw from a stream of their own: a seed's older draws stay as they were
-    # Fruit hangs all through the canopy, not only on its surface: some clusters sit deeper, so they look
-    # smaller, lie more often in shade and behind more leaves. Real views mix near and deep apples.
-    prm["deep_apple_fraction"] = float(own.uniform(0.0, 0.5))
     prm.update(density=density, occlusion=occlusion,
                front_leaf_fraction={"none": 0.0, "low": 0.12, "partial": 0.3, "heavy": 0.5}[occlusion],
                leaf_density=float(rng.uniform(0.6, 1.4)) * (1.25 if occlusion == "heavy" else 1.0),
@@ -153,7 +149,7 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
         prm.update(posts=int(rng.choice([0, 1, 2], p=[0.6, 0.3, 0.1])), wires=int(rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1])),
                    net=bool(rng.random() < 0.35), hose=bool(rng.random() < 0.15),
                    poles=int(rng.random() < 0.12))
-        prm.update(_distractors(own))
+        prm.update(_distractors(rng.spawn(1)[0]))
 
     # --- camera effects ------------------------------------------------------------------------------
     if "blur" in disable:

@@ -194,8 +194,6 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
             cluster = int(min(n_target - len(apple_specs), rng.choice([1, 2, 3, 4, 5], p=[0.4, 0.27, 0.17, 0.1, 0.06])
                               + (prm["density"] == "many")))
             z0 = z_front + span * rng.uniform(q_lo, q_hi)
-            if extra.random() < prm.get("deep_apple_fraction", 0.0):  # a cluster deeper in the canopy
-                z0 = z_front + span * extra.uniform(q_hi, max(q_hi, 0.85))
             r0 = ppm(z0) * rng.normal(0.078, 0.008) / 2
             if prm["border_cut"] and rng.random() < 0.3:
                 edge = rng.integers(4)
