@@ -287,6 +287,9 @@ def write_outputs(head: list[str], summary: dict) -> list[str]:
         if (HERE / "gpu_30_epochs.md").exists():
             lines += ["Where the curve goes past the recipe's epochs: a 30-epoch run of the recipe on a lent GPU, "
                       "[gpu_30_epochs.md](gpu_30_epochs.md).", ""]
+    if (HERE / "false_positives.md").exists():
+        lines += ["What the model mistakes for apples, and how sure it is of the apples it finds, by score threshold: "
+                  "[false_positives.md](false_positives.md) (`benchmarks/sim2real/false_positives.py`).", ""]
     if (HERE / "gpu_augment_screen.md").exists():
         lines += ["Why the recipe uses copy_paste and mixup, and why not 512 px: a screen on a lent GPU and its CPU check, "
                   "[gpu_augment_screen.md](gpu_augment_screen.md).", ""]
