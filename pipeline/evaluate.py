@@ -136,6 +136,24 @@ def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: in
     return result
 
 
+def predictions_with_labels(weights: Path, data_yaml: Path, split: str = "val", imgsz: int = 320, conf: float = 0.25,
+                            desc: str = "predict"):
+    """Yield (image path, image, predicted Instances, labelled Instances) for every image of a split: the
+    one-by-one view that error analyses need beside Ultralytics' aggregate metrics."""
+    from tqdm import tqdm
+
+    from pomona.dataset import read_image
+    from pomona.pipeline.weights import load_yolo
+
+    model = load_yolo(weights, "model", task="segment")
+    images = read_data_yaml(data_yaml).images(split)
+    refs = load_label_set(images[0].parent.parent / "labels")
+    for path in tqdm(images, desc=desc, unit="img"):
+        image = read_image(path)
+        pred = Instances.from_ultralytics(model.predict(image, imgsz=imgsz, conf=conf, verbose=False)[0])
+        yield path, image, pred, refs.get(path.stem, Instances.empty(image.shape[:2]))
+
+
 def _summary(m) -> dict:
     return {"precision": float(m.mp), "recall": float(m.mr), "map50": float(m.map50), "map50_95": float(m.map)}
 

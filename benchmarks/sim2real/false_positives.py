@@ -11,7 +11,6 @@ renderer can learn what it lacks. Read them in aggregate: the dev photos are nev
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
@@ -36,22 +35,11 @@ def _crop(image: np.ndarray, box: np.ndarray, side: int = 96) -> np.ndarray:
 
 def score_table(weights: Path, real: Path, imgsz: int) -> tuple[dict, list[np.ndarray]]:
     """Matched / unmatched prediction counts per threshold, and crops of the confident false positives."""
-    from tqdm import tqdm
-
-    from pomona.dataset import read_data_yaml, read_image
-    from pomona.instances import Instances
     from pomona.masks import mask_iou
-    from pomona.pipeline.evaluate import load_label_set
-    from pomona.pipeline.weights import load_yolo
+    from pomona.pipeline.evaluate import predictions_with_labels
 
-    model = load_yolo(weights, "model", task="segment")
-    images = read_data_yaml(real).images("val")
-    refs = load_label_set(images[0].parent.parent / "labels")
     true_scores, false_scores, crops = [], [], []
-    for path in tqdm(images, desc=weights.parent.parent.name, unit="img"):
-        image = read_image(path)
-        pred = Instances.from_ultralytics(model.predict(image, imgsz=imgsz, conf=min(THRESHOLDS), verbose=False)[0])
-        ref = refs.get(path.stem, Instances.empty(image.shape[:2]))
+    for _, image, pred, ref in predictions_with_labels(weights, real, "val", imgsz, min(THRESHOLDS), desc=weights.parent.parent.name):
         if not len(pred):
             continue
         best = mask_iou(ref.masks, pred.masks).max(0) if len(ref) else np.zeros(len(pred))
@@ -97,7 +85,8 @@ def main() -> None:
     try:
         for k, w in enumerate(models):
             table, crops = score_table(w, real, args.imgsz)
-            table["picture"] = str(collage(crops, args.out.with_name(f"{args.out.name}_{k}.jpg")))
+            picture = collage(crops, args.out.with_name(f"{args.out.name}_{k}.jpg"))
+            table["picture"] = str(picture) if picture else None
             tables.append(table)
     except PomonaError as e:
         raise SystemExit(f"error: {e}")
@@ -110,7 +99,7 @@ def main() -> None:
         lines.append(f"| {th} | " + " | ".join(f"{t['rows'][i]['matched']} / {t['rows'][i]['false']}" for t in tables) + " |")
     lines.append("")
     for t in tables:
-        if t["picture"] != "None":
+        if t["picture"]:
             lines += [f"Confident false positives (score >= {CONFIDENT}, IoU < 0.1 with every label) of "
                       f"`{t['weights']}`: {t['confident_false']}.", "", f"![]({Path(t['picture']).name})", ""]
     write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")

@@ -91,19 +91,10 @@ def misses_by(weights: Path, real: Path, imgsz: int, conf: float = SIZE_CONF) ->
     One-to-one mask matching at IoU >= 0.5 (pipeline/evaluate.py), predictions at ``conf``."""
     import numpy as np
 
-    from pomona.dataset import read_data_yaml, read_image
-    from pomona.instances import Instances
-    from pomona.pipeline.evaluate import load_label_set, match_instances
-    from pomona.pipeline.weights import load_yolo
+    from pomona.pipeline.evaluate import match_instances, predictions_with_labels
 
-    model = load_yolo(weights, "model", task="segment")
-    images = read_data_yaml(real).images("val")
-    refs = load_label_set(images[0].parent.parent / "labels")
     found: dict[int, list] = {1: [], 0: []}  # side (1: hand labels, 0: predictions) -> (size, fill, matched)
-    for path in images:
-        image = read_image(path)
-        pred = Instances.from_ultralytics(model.predict(image, imgsz=imgsz, conf=conf, verbose=False)[0])
-        ref = refs.get(path.stem, Instances.empty(image.shape[:2]))
+    for _, image, pred, ref in predictions_with_labels(weights, real, "val", imgsz, conf, desc="misses by size"):
         pairs, _ = match_instances(pred, ref)
         for inst, side in ((ref, 1), (pred, 0)):
             b = inst.boxes

@@ -236,26 +236,26 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
         z = d * rng.uniform(0.9, 1.5)
         post = dict(x=rng.uniform(0, w), width=ppm(z) * rng.uniform(0.06, 0.12), lean=rng.normal(0, 0.04),
                     colour=rng.choice([[0.38, 0.44, 0.5], [0.62, 0.64, 0.66], [0.28, 0.32, 0.36]]).tolist())
-        post["bands"] = _random_bands(extra, h, ppm(z)) if extra.random() < prm.get("band_chance", 0.0) else []
+        post["bands"] = _random_bands(extra, h, ppm(z)) if extra.random() < prm["band_chance"] else []
         clutter.append((z, "post", post))
     for _ in range(prm["poles"]):  # red/white striped pole: a classic false-positive trap
         z = d * rng.uniform(0.8, 1.3)
         x, width, lean, stripe = rng.uniform(0, w), ppm(z) * rng.uniform(0.03, 0.05), rng.normal(0, 0.03), max(4.0, ppm(z) * rng.uniform(0.1, 0.25))
         bands = [[h - (k + 1) * stripe, h - k * stripe, _MARKER_COLOURS[0].tolist()] for k in range(1, int(h / stripe) + 2, 2)]
         clutter.append((z, "post", dict(x=x, width=width, lean=lean, colour=[0.9, 0.9, 0.9], bands=bands)))
-    for _ in range(prm.get("banded_posts", 0)):  # white, grey or wooden posts marked with paint or tape
+    for _ in range(prm["banded_posts"]):  # white, grey or wooden posts marked with paint or tape
         z = d * extra.uniform(0.7, 1.5)
         colour = extra.choice([[0.84, 0.86, 0.87], [0.62, 0.64, 0.66], [0.3, 0.42, 0.52]], p=[0.5, 0.25, 0.25])
         clutter.append((z, "post", dict(x=extra.uniform(0, w), width=ppm(z) * extra.uniform(0.04, 0.12), lean=extra.normal(0, 0.04),
                                          colour=(colour * np.exp(extra.normal(0, 0.05, 3))).tolist(), bands=_random_bands(extra, h, ppm(z)))))
-    for _ in range(prm.get("tapes", 0) if branches else 0):  # flagging tape tied to a branch, hanging down
+    for _ in range(prm["tapes"] if branches else 0):  # flagging tape tied to a branch, hanging down
         z, pts, _ = branches[int(extra.integers(len(branches)))]
         x, y = pts[int(extra.integers(len(pts))), :2]
         length, n = ppm(z) * extra.uniform(0.08, 0.35), 8
         ang = math.pi / 2 + extra.normal(0, 0.5) + np.cumsum(extra.normal(0, 0.15, n))
         step = length / n
         tape = np.concatenate([[[x, y]], [x, y] + np.cumsum(np.stack([np.cos(ang), np.sin(ang)], 1) * step, 0)])
-        colour = _MARKER_COLOURS[extra.choice(len(_MARKER_COLOURS), p=_MARKER_WEIGHTS)] * np.exp(extra.normal(0, 0.08, 3))
+        colour = _marker_colour(extra)
         clutter.append((z - 0.02, "tape", dict(points=tape, width=max(1, int(round(ppm(z) * extra.uniform(0.012, 0.035)))),
                                                colour=colour.tolist(), twist=extra.uniform(0.3, 1.0, n).tolist())))
     for _ in range(prm["wires"]):
@@ -274,7 +274,7 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
         if len(leaves["x"]) > cap:  # keep the ones nearest the camera
             order = np.argsort(leaves["z"])[:cap]
             leaves = {k: v[order] for k, v in leaves.items()}
-        dry = extra.random(len(leaves["x"])) < prm.get("dry_leaf_fraction", 0.0)
+        dry = extra.random(len(leaves["x"])) < prm["dry_leaf_fraction"]
         if dry.any():  # at harvest some leaves have yellowed, browned or turned red
             pick = extra.integers(len(_DRY_LEAF_PALETTE), size=int(dry.sum()))
             leaves["albedo"][dry] = _DRY_LEAF_PALETTE[pick] * np.exp(extra.normal(0, 0.1, (int(dry.sum()), 3))).astype(np.float32)
@@ -323,12 +323,17 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
     return World(image=image, idbuf=idbuf, sky=np.where(idbuf == -1, sky, 0).astype(np.float32), apples=apple_specs, stats=stats)
 
 
+def _marker_colour(rng: np.random.Generator) -> np.ndarray:
+    """A paint, tape or ribbon colour (BGR in [0, 1]), a little off its nominal shade."""
+    return _MARKER_COLOURS[rng.choice(len(_MARKER_COLOURS), p=_MARKER_WEIGHTS)] * np.exp(rng.normal(0, 0.08, 3))
+
+
 def _random_bands(rng: np.random.Generator, h: int, px_per_m: float) -> list[list]:
     """1-4 painted or taped bands on a post: [top, bottom, BGR colour], image rows."""
     bands = []
     for _ in range(int(rng.integers(1, 5))):
         top = rng.uniform(-0.1, 1.0) * h
-        colour = _MARKER_COLOURS[rng.choice(len(_MARKER_COLOURS), p=_MARKER_WEIGHTS)] * np.exp(rng.normal(0, 0.08, 3))
+        colour = _marker_colour(rng)
         bands.append([float(top), float(top + max(3.0, px_per_m * rng.uniform(0.04, 0.3))), colour.tolist()])
     return bands
 
