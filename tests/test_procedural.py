@@ -208,3 +208,36 @@ def test_distractors_only_add_to_a_seeds_scene():
         assert (with_them.idbuf[a] == without.idbuf[a]).all()
         seen += int(b.sum() > a.sum()) + int((with_them.image != without.image).any())
     assert seen > 12  # the distractors are drawn (images differ) and sometimes hide part of an apple
+
+
+def test_fine_detail_sharpens_and_grains_surfaces_but_not_the_sky():
+    """The camera's unsharp mask and the surface grain add high-frequency detail to what the camera sees,
+    leave the sky's flat gradient alone, and switch off with the blur family."""
+    import cv2
+
+    from pomona.pipeline.procedural import camera
+
+    prm = sample_params("apples", scene_rng("apples", 0), (96, 96), frozenset())
+    identity = dict(dapple=0.0, target_luma=0.0, texture=0.0, exposure=1.0, wb_bgr=[1.0, 1.0, 1.0], vignette=0.0,
+                    haze=0.0, saturation=1.0, gamma=1.0, defocus_px=0.0, motion_px=0.0, noise_sigma=0.0, jpeg_quality=0)
+    image = np.full((96, 96, 3), 90, np.uint8)
+    image[:, 48:] = 170  # one edge for the sharpening to find
+    sky = np.zeros((96, 96), np.float32)
+    sky[:, :24] = 1.0
+
+    def energy(img, cols):
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F))[:, cols].mean())
+
+    rng = np.random.default_rng(0)
+    plain = camera.finish(rng, image, sky, dict(prm, **identity, sharpen=0.0, grain=0.0))
+    assert (plain == image).all()
+    grained = camera.finish(rng, image, sky, dict(prm, **identity, sharpen=0.0, grain=0.1, grain_px=1.5))
+    assert (grained[:, :24] == image[:, :24]).all(), "no grain on the sky"
+    assert energy(grained, slice(26, 46)) > energy(plain, slice(26, 46)) + 1.0
+    sharp = camera.finish(rng, image, sky, dict(prm, **identity, sharpen=1.5, sharpen_px=1.0, grain=0.0))
+    assert energy(sharp, slice(44, 52)) > 1.5 * energy(plain, slice(44, 52))
+    assert (sharp[:, :24] == image[:, :24]).all(), "nothing to sharpen on a flat sky"
+
+    off = sample_params("apples", scene_rng("apples", 0), (96, 96), frozenset({"blur"}))
+    assert off["sharpen"] == 0.0 and off["grain"] == 0.0

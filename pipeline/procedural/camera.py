@@ -39,6 +39,11 @@ def finish(rng: np.random.Generator, image: np.ndarray, sky: np.ndarray, prm: di
     if prm.get("texture", 0) > 0:
         tex = smooth_noise(rng, (h, w), max(w, h) / 6) * 0.6 + smooth_noise(rng, (h, w), max(w, h) / 2.5) * 0.4
         img *= (1 + prm["texture"] * (tex - 0.5))[..., None]
+    if prm["grain"] > 0:  # surface grain on everything but the sky, drawn from its own seed
+        cells = np.random.default_rng(prm["grain_seed"]).standard_normal(
+            (max(2, int(h / prm["grain_px"])), max(2, int(w / prm["grain_px"])))).astype(np.float32)
+        grain = cv2.resize(cells, (w, h), interpolation=cv2.INTER_CUBIC)
+        img *= (1 + prm["grain"] * grain * (1 - sky))[..., None]
     img *= prm["exposure"] * np.array(prm["wb_bgr"], np.float32)
     if prm["vignette"] > 0:
         yy, xx = np.ogrid[:h, :w]
@@ -65,6 +70,8 @@ def finish(rng: np.random.Generator, image: np.ndarray, sky: np.ndarray, prm: di
         sigma = prm["noise_sigma"] * (2.5 if prm["light"] == "night_flash" else 1.0)
         noise = rng.standard_normal((h, w, 3), dtype=np.float32) * sigma * np.sqrt(img + 0.02)
         img = img + noise
+    if prm["sharpen"] > 0:  # the camera's unsharp mask, after the optics and the sensor, before JPEG
+        img = img + prm["sharpen"] * (img - cv2.GaussianBlur(img, (0, 0), prm["sharpen_px"]))
     out = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     if prm["jpeg_quality"] and not stream:
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(prm["jpeg_quality"])])

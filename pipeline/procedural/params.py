@@ -153,13 +153,30 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
 
     # --- camera effects ------------------------------------------------------------------------------
     if "blur" in disable:
-        prm.update(defocus_px=0.0, motion_px=0.0, motion_angle_deg=0.0, background_blur_px=1.0)
+        prm.update(defocus_px=0.0, motion_px=0.0, motion_angle_deg=0.0, background_blur_px=1.0,
+                   sharpen=0.0, sharpen_px=1.0, grain=0.0, grain_px=1.0, grain_seed=0)
     else:
         prm.update(defocus_px=float(rng.choice([0.0, rng.uniform(0.5, 2.2)], p=[0.6, 0.4])),
                    motion_px=float(rng.choice([0.0, rng.uniform(2, 9)], p=[0.8, 0.2])),
                    motion_angle_deg=float(rng.uniform(0, 180)),
                    background_blur_px=float(rng.uniform(1.0, 6.0)))
+        prm.update(_fine_detail(rng.spawn(1)[0]))
     return prm
+
+
+def _fine_detail(rng: np.random.Generator) -> dict:
+    """Fine detail the flat fills of the renderer lack: the camera's own sharpening (every phone and
+    DSLR picture style applies an unsharp mask) and a fine surface grain (leaf tissue, bark, skin).
+    Renders had a quarter of the high-frequency energy of orchard photos (mean |Laplacian| at 416 px:
+    median 0.025 vs 0.109 on the dev photos, aggregate); without it, a smooth, clean surface can tell a
+    rendered apple from everything else in a way no photo does.
+
+    Drawn from a stream of their own, like the distractors: a seed's scene is otherwise unchanged."""
+    return dict(sharpen=float(rng.choice([0.0, rng.uniform(0.5, 2.5)], p=[0.15, 0.85])),
+                sharpen_px=float(rng.uniform(0.7, 1.6)),
+                grain=float(rng.choice([0.0, rng.uniform(0.03, 0.12)], p=[0.25, 0.75])),
+                grain_px=float(rng.uniform(1.0, 2.5)),
+                grain_seed=int(rng.integers(1 << 31)))
 
 
 def _distractors(rng: np.random.Generator) -> dict:
