@@ -281,6 +281,9 @@ def write_outputs(head: list[str], summary: dict) -> list[str]:
     if (HERE / "false_positives.md").exists():
         lines += ["What the model mistakes for apples, and how sure it is of the apples it finds, by score threshold: "
                   "[false_positives.md](false_positives.md) (`benchmarks/sim2real/false_positives.py`).", ""]
+    if (HERE / "image_stats.md").exists():
+        lines += ["How renders and the dev photos differ in aggregate image statistics (brightness, saturation, fine detail, "
+                  "apple colour): [image_stats.md](image_stats.md) (`benchmarks/sim2real/image_stats.py`).", ""]
     if (HERE / "gpu_augment_screen.md").exists():
         lines += ["Why the recipe uses copy_paste and mixup, and why not 512 px: a screen on a lent GPU and its CPU check, "
                   "[gpu_augment_screen.md](gpu_augment_screen.md).", ""]
