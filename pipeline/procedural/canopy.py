@@ -101,6 +101,23 @@ def draw_leaf(canvas: np.ndarray, idbuf: np.ndarray, half_a, half_b, rib, colour
         cv2.line(canvas, tuple(rib[0]), tuple(rib[1]), colours[2].tolist(), 1, cv2.LINE_AA)
 
 
+def cast_shadow(canvas: np.ndarray, idbuf: np.ndarray, polygons: tuple, offset: tuple[int, int], keep: float) -> None:
+    """Darken what is already drawn under ``polygons`` shifted by ``offset`` (px) to ``keep`` of its light;
+    the sky takes no shadow. Drawn just before the leaf itself, so only what lies behind it is shaded."""
+    h, w = idbuf.shape
+    shifted = [p + np.asarray(offset, np.int32) for p in polygons]
+    pts = np.concatenate(shifted)
+    x0, y0 = np.maximum(pts.min(0), 0)
+    x1, y1 = np.minimum(pts.max(0) + 1, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return
+    local = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(local, [p - (x0, y0) for p in shifted], 1)
+    shade = (local > 0) & (idbuf[y0:y1, x0:x1] != -1)
+    region = canvas[y0:y1, x0:x1]
+    region[shade] = (region[shade] * keep).astype(np.uint8)
+
+
 def random_walk_branch(rng: np.random.Generator, start, direction: float, length_px: float, width_px: float,
                        step_px: float, wiggle: float = 0.18) -> np.ndarray:
     """(M, 3) points x, y, width of a tapered, gently bending branch."""

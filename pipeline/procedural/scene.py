@@ -19,7 +19,7 @@ from pomona.instances import Instances
 
 from . import apples as apple_mod
 from . import camera
-from .canopy import _BARK_PALETTE, background, draw_branch, draw_leaf, leaf_batch, leaf_colours, leaf_polygons, random_walk_branch
+from .canopy import _BARK_PALETTE, background, cast_shadow, draw_branch, draw_leaf, leaf_batch, leaf_colours, leaf_polygons, random_walk_branch
 from .params import FAMILIES, sample_params
 
 MIN_VISIBLE_PX = 12
@@ -299,6 +299,9 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
     items += [(a["z"] + apple_shift, "apple", i) for i, a in enumerate(apple_specs)]
     items.sort(key=lambda it: -it[0])
 
+    # Shadows fall away from the sun, further the deeper the gap behind the leaf (camera frame: x right, y down).
+    lx, ly, lz = prm["light_dir"]
+    shadow_dir = np.array([-lx, -ly], np.float32) / max(lz, 0.35) * prm["shadow_gap_m"]
     dof_z = d * 1.25 + 0.2
     blurred = prm["background_blur_px"] <= 1.0
     for z, kind, payload in items:
@@ -307,6 +310,9 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
             blurred = True
         if kind == "leaf":
             i = payload
+            if prm["shadow_strength"] > 0:
+                offset = np.round(shadow_dir * ppm(z)).astype(np.int32)
+                cast_shadow(image, idbuf, (poly_a[i], poly_b[i]), (int(offset[0]), int(offset[1])), 1 - prm["shadow_strength"])
             draw_leaf(image, idbuf, poly_a[i], poly_b[i], ribs[i], colours[i], bool(draw_rib[i]))
         elif kind == "apple":
             spec = apple_specs[payload]
