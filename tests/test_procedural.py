@@ -241,3 +241,26 @@ def test_fine_detail_sharpens_and_grains_surfaces_but_not_the_sky():
 
     off = sample_params("apples", scene_rng("apples", 0), (96, 96), frozenset({"blur"}))
     assert off["sharpen"] == 0.0 and off["grain"] == 0.0
+
+
+def test_leaf_shadows_only_darken_what_lies_behind():
+    """With canopy shadows on, every pixel is as dark or darker than without, the sky is untouched,
+    and the labels (id-buffer) are the same: a shadow is light taken away, never an object."""
+    import copy
+
+    from pomona.pipeline.procedural.scene import build_world
+
+    size, shaded = (320, 256), 0
+    for seed in range(6):
+        rng = scene_rng("apples on a sunny day", seed)
+        prm = sample_params("apples on a sunny day", rng, size, frozenset())
+        prm["background_blur_px"] = 1.0  # no depth-of-field blur half way through, which would spread shade into the sky
+        lit = dict(prm, shadow_strength=0.0)
+        prm.update(shadow_strength=0.5, shadow_gap_m=0.04)
+        with_shadows, without = build_world(copy.deepcopy(rng), prm, size), build_world(copy.deepcopy(rng), lit, size)
+        assert (with_shadows.idbuf == without.idbuf).all()
+        assert (with_shadows.image <= without.image).all()
+        sky = without.idbuf == -1
+        assert (with_shadows.image[sky] == without.image[sky]).all()
+        shaded += int((with_shadows.image < without.image).any(-1).mean() > 0.02)
+    assert shaded >= 5
