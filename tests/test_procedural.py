@@ -264,3 +264,13 @@ def test_leaf_shadows_only_darken_what_lies_behind():
         assert (with_shadows.image[sky] == without.image[sky]).all()
         shaded += int((with_shadows.image < without.image).any(-1).mean() > 0.02)
     assert shaded >= 5
+
+
+def test_switching_a_family_off_leaves_the_others_draws_alone():
+    """Each later family draws from its own child stream, spawned whatever is switched off: an ablation row
+    then differs from the baseline only in the family it switches off."""
+    keys = ("sharpen", "sharpen_px", "grain", "grain_px", "grain_seed", "shadow_strength", "shadow_gap_m")
+    for seed in range(5):
+        base = sample_params("apples on a sunny day", scene_rng("apples on a sunny day", seed), (96, 96), frozenset())
+        no_clutter = sample_params("apples on a sunny day", scene_rng("apples on a sunny day", seed), (96, 96), frozenset({"clutter"}))
+        assert {k: base[k] for k in keys} == {k: no_clutter[k] for k in keys}

@@ -134,6 +134,10 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
     occlusion = asked.get("occlusion") or str(rng.choice(["low", "partial", "heavy"], p=[0.25, 0.5, 0.25]))
     if "occluders" in disable:
         occlusion = "none"
+    # Parameters added after the first renderer draw from child streams of their own, so a seed's older
+    # draws stay as they were. Spawned always and in one order: switching one family off must not
+    # re-draw another family's parameters (the ablation compares scene for scene).
+    distractor_rng, detail_rng, shadow_rng = rng.spawn(3)
     prm.update(density=density, occlusion=occlusion,
                front_leaf_fraction={"none": 0.0, "low": 0.12, "partial": 0.3, "heavy": 0.5}[occlusion],
                leaf_density=float(rng.uniform(0.6, 1.4)) * (1.25 if occlusion == "heavy" else 1.0),
@@ -149,7 +153,7 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
         prm.update(posts=int(rng.choice([0, 1, 2], p=[0.6, 0.3, 0.1])), wires=int(rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1])),
                    net=bool(rng.random() < 0.35), hose=bool(rng.random() < 0.15),
                    poles=int(rng.random() < 0.12))
-        prm.update(_distractors(rng.spawn(1)[0]))
+        prm.update(_distractors(distractor_rng))
 
     # --- camera effects ------------------------------------------------------------------------------
     if "blur" in disable:
@@ -160,11 +164,11 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
                    motion_px=float(rng.choice([0.0, rng.uniform(2, 9)], p=[0.8, 0.2])),
                    motion_angle_deg=float(rng.uniform(0, 180)),
                    background_blur_px=float(rng.uniform(1.0, 6.0)))
-        prm.update(_fine_detail(rng.spawn(1)[0]))
+        prm.update(_fine_detail(detail_rng))
     if "lighting" in disable:
         prm.update(shadow_strength=0.0, shadow_gap_m=0.0)
     else:
-        prm.update(_canopy_shadows(rng.spawn(1)[0], prm))
+        prm.update(_canopy_shadows(shadow_rng, prm))
     return prm
 
 
