@@ -10,7 +10,7 @@ import pytest
 
 from pomona.pipeline.procedural import FAMILIES, parse_prompt, render, render_driveby
 from pomona.pipeline.procedural import apples as apple_mod
-from pomona.pipeline.procedural.canopy import draw_leaf, leaf_batch, leaf_colours, leaf_polygons
+from pomona.pipeline.procedural.canopy import draw_leaf, leaf_batch, leaf_code, leaf_colours, leaf_polygons, shade_leaves
 from pomona.pipeline.procedural.params import sample_params
 from pomona.pipeline.procedural.scene import instances_from_idbuf, scene_rng
 
@@ -264,6 +264,70 @@ def test_leaf_shadows_only_darken_what_lies_behind():
         assert (with_shadows.image[sky] == without.image[sky]).all()
         shaded += int((with_shadows.image < without.image).any(-1).mean() > 0.02)
     assert shaded >= 5
+
+
+def _one_leaf(length: float = 200.0):
+    leaves = leaf_batch(np.random.default_rng(0), [160.0], [120.0], [length], [0.3], [1.0])
+    leaves.update(length=np.array([length], np.float32), width_ratio=np.array([0.5], np.float32), curve=np.zeros(1, np.float32))
+    canvas = np.full((240, 320, 3), 120, np.uint8)
+    idbuf = np.zeros((240, 320), np.int32)
+    half_a, half_b, rib = (p[0] for p in leaf_polygons(leaves))
+    draw_leaf(canvas, idbuf, half_a, half_b, rib, np.full((3, 3), 120.0), False, leaf_code(0))
+    return leaves, canvas, idbuf
+
+
+def _structure(cup=0.0, vein_amp=0.0):
+    return dict(cup=np.array([cup], np.float32), along=np.zeros(1, np.float32), vein_pairs=np.array([8.0], np.float32),
+                vein_slope=np.array([1.2], np.float32), vein_amp=np.array([vein_amp], np.float32))
+
+
+def test_leaf_structure_shades_inside_the_leaf_only():
+    """A cupped leaf is lighter towards its edge, veins are thin lines (not the whole blade), nothing
+    outside the leaf changes, the id-buffer gets the occluder code back, and out-of-focus leaves stay flat."""
+    leaves, flat, idbuf = _one_leaf()
+    inside = idbuf == leaf_code(0)
+    assert inside.sum() > 3000
+
+    cupped, ids = flat.copy(), idbuf.copy()
+    shade_leaves(cupped, ids, leaves, _structure(cup=0.4), np.ones(1, np.float32))
+    assert (ids == 0).all() and (cupped[~inside] == flat[~inside]).all()
+    ys, xs = np.nonzero(inside)
+    c, s = math.cos(0.3), math.sin(0.3)
+    across = np.abs(-(xs - 160) * s + (ys - 120) * c)
+    values = cupped[ys, xs, 1].astype(float)
+    assert values[across > 0.6 * across.max()].mean() > values[across < 0.2 * across.max()].mean() + 10
+
+    veined, ids = flat.copy(), idbuf.copy()
+    shade_leaves(veined, ids, leaves, _structure(vein_amp=0.2), np.ones(1, np.float32))
+    brighter = (veined[..., 1] > flat[..., 1] + 5) & inside
+    assert 0.03 < brighter.sum() / inside.sum() < 0.4
+
+    blurred, ids = flat.copy(), idbuf.copy()
+    shade_leaves(blurred, ids, leaves, _structure(cup=0.4, vein_amp=0.2), np.zeros(1, np.float32))
+    assert (blurred == flat).all() and (ids == 0).all()
+
+
+def test_leaf_structure_changes_leaves_not_labels(monkeypatch):
+    """Rendered with and without leaf structure: the same labels, the same sky and apple pixels; only
+    leaf pixels differ, and no leaf code is left in the id-buffer."""
+    import copy
+
+    from pomona.pipeline.procedural import scene as scene_mod
+
+    size, changed = (320, 256), 0
+    for seed in range(4):
+        rng = scene_rng("apples", seed)
+        prm = sample_params("apples", rng, size, frozenset())
+        textured = scene_mod.build_world(copy.deepcopy(rng), prm, size)
+        monkeypatch.setattr(scene_mod, "leaf_structure", lambda _rng, n: {k: np.zeros(n, np.float32) + (k == "vein_pairs") for k in
+                                                                          ("cup", "along", "vein_pairs", "vein_slope", "vein_amp")})
+        flat = scene_mod.build_world(copy.deepcopy(rng), prm, size)
+        monkeypatch.undo()
+        assert (textured.idbuf == flat.idbuf).all() and textured.idbuf.min() >= -1
+        not_leaf = flat.idbuf != 0
+        assert (textured.image[not_leaf] == flat.image[not_leaf]).all()
+        changed += int((textured.image != flat.image).any(-1).mean() > 0.05)
+    assert changed >= 3
 
 
 def test_switching_a_family_off_leaves_the_others_draws_alone():

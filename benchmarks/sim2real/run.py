@@ -81,27 +81,32 @@ SIZE_EDGES = (0.0, 0.03, 0.06, 0.09, 0.125, 0.19, 1.0)  # apple size: sqrt(box a
 # Visible fraction: mask area / box area. A whole round apple fills pi/4 = 0.79 of its box; leaves and
 # other apples in front (or the image border) bite pieces out of it.
 FILL_EDGES = (0.0, 0.4, 0.55, 0.65, 0.75, 1.01)
+# Brightness: median HSV value of the apple's pixels, 0-1: apples in deep shade vs in the sun.
+BRIGHTNESS_EDGES = (0.0, 0.25, 0.4, 0.55, 0.7, 1.01)
 SIZE_CONF = 0.25  # the operating point of the miss tables (their captions print it)
 
 
 def misses_by(weights: Path, real: Path, imgsz: int, conf: float = SIZE_CONF) -> dict[str, list[dict]]:
     """Where the misses are: recall of the hand-labelled apples and precision of the predictions, by apple
-    size and by how much of each apple's box its mask fills (occlusion).
+    size, by how much of each apple's box its mask fills (occlusion) and by how bright it is (shade).
 
     One-to-one mask matching at IoU >= 0.5 (pipeline/evaluate.py), predictions at ``conf``."""
+    import cv2
     import numpy as np
 
     from pomona.pipeline.evaluate import match_instances, predictions_with_labels
 
-    found: dict[int, list] = {1: [], 0: []}  # side (1: hand labels, 0: predictions) -> (size, fill, matched)
+    found: dict[int, list] = {1: [], 0: []}  # side (1: hand labels, 0: predictions) -> (size, fill, brightness, matched)
     for _, image, pred, ref in predictions_with_labels(weights, real, "val", imgsz, conf, desc="misses by size"):
         pairs, _ = match_instances(pred, ref)
+        value = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)[..., 2]
         for inst, side in ((ref, 1), (pred, 0)):
             b = inst.boxes
             box_area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
             fill = inst.areas / np.maximum(box_area, 1)
+            bright = [float(np.median(value[m])) / 255 if m.any() else 0.0 for m in inst.masks]
             matched = {pair[side] for pair in pairs}
-            found[side] += [(np.sqrt(box_area[k]) / image.shape[1], fill[k], k in matched) for k in range(len(inst))]
+            found[side] += [(np.sqrt(box_area[k]) / image.shape[1], fill[k], bright[k], k in matched) for k in range(len(inst))]
 
     def rows(column: int, edges: tuple) -> list[dict]:
         out = []
@@ -112,7 +117,7 @@ def misses_by(weights: Path, real: Path, imgsz: int, conf: float = SIZE_CONF) ->
                         "predictions": len(p), "precision": float(np.mean(p)) if p else None})
         return out
 
-    return {"size": rows(0, SIZE_EDGES), "visible_fraction": rows(1, FILL_EDGES)}
+    return {"size": rows(0, SIZE_EDGES), "visible_fraction": rows(1, FILL_EDGES), "brightness": rows(2, BRIGHTNESS_EDGES)}
 
 
 def curve_plot(rows: list[dict], out: Path) -> Path:
@@ -237,7 +242,9 @@ def miss_tables(by: dict[str, list[dict]]) -> list[str]:
             "By visible fraction (mask area / box area; a whole round apple fills 0.79 of its box, leaves and other "
             "apples in front cut it down; predicted masks come from quarter-resolution prototypes and are smoother than "
             "hand-drawn polygons, so their own fractions run a little high):", "",
-            *table("visible fraction", lambda r: f"{r[0]:.2f}-{min(r[1], 1.0):.2f}", by["visible_fraction"])]
+            *table("visible fraction", lambda r: f"{r[0]:.2f}-{min(r[1], 1.0):.2f}", by["visible_fraction"]), "",
+            "By brightness (median HSV value of the apple's pixels: deep shade to full sun):", "",
+            *table("brightness", lambda r: f"{r[0]:.2f}-{min(r[1], 1.0):.2f}", by.get("brightness", []))]
 
 
 def _commit() -> str:

@@ -93,12 +93,63 @@ def leaf_colours(leaves: dict, light: dict, depth_frac: np.ndarray, brightness: 
     return np.clip(out * 255, 0, 255)
 
 
-def draw_leaf(canvas: np.ndarray, idbuf: np.ndarray, half_a, half_b, rib, colours, draw_rib: bool) -> None:
+def draw_leaf(canvas: np.ndarray, idbuf: np.ndarray, half_a, half_b, rib, colours, draw_rib: bool, code: int = 0) -> None:
+    """``code`` goes into the id-buffer: 0 (an occluder), or ``leaf_code(i)`` so ``shade_leaves`` can find leaf i."""
     cv2.fillPoly(canvas, [half_a], colours[0].tolist(), cv2.LINE_AA)
     cv2.fillPoly(canvas, [half_b], colours[1].tolist(), cv2.LINE_AA)
-    cv2.fillPoly(idbuf, [half_a, half_b], 0)
+    cv2.fillPoly(idbuf, [half_a, half_b], code)
     if draw_rib:
         cv2.line(canvas, tuple(rib[0]), tuple(rib[1]), colours[2].tolist(), 1, cv2.LINE_AA)
+
+
+def leaf_code(i: int) -> int:
+    """Id-buffer value of leaf i while a frame is drawn (-1 is the sky, 0 an occluder, > 0 an apple)."""
+    return -2 - i
+
+
+def leaf_structure(rng: np.random.Generator, n: int) -> dict:
+    """Per leaf, the light and dark inside it: real leaves are cupped or curled (lighter or darker towards
+    the edge), tilt along their length, and carry 6-12 pairs of lateral veins sweeping towards the tip,
+    lighter than the blade on most leaves. Flat-filled halves gave the renders half the fine detail of
+    orchard photos."""
+    return dict(cup=np.clip(rng.normal(0, 0.25, n), -0.5, 0.5).astype(np.float32),
+                along=rng.normal(0, 0.1, n).astype(np.float32),
+                vein_pairs=rng.integers(6, 13, n).astype(np.float32),
+                vein_slope=rng.uniform(0.8, 1.8, n).astype(np.float32),
+                vein_amp=(rng.uniform(0.04, 0.22, n) * np.where(rng.random(n) < 0.75, 1, -1)).astype(np.float32))
+
+
+def shade_leaves(canvas: np.ndarray, idbuf: np.ndarray, leaves: dict, structure: dict, in_focus: np.ndarray) -> None:
+    """Shade every pixel where leaf i is still visible (id-buffer ``leaf_code(i)``) by its place on that
+    leaf, then give those pixels back to the occluder code 0. One vectorised pass over the frame; the
+    structure is multiplicative, so it commutes with the shadows already cast on the leaves.
+    ``in_focus``: per leaf, 1 or 0; leaves behind the depth of field were blurred and stay as they are."""
+    ys, xs = np.nonzero(idbuf <= -2)
+    if not len(ys):
+        return
+    i = -2 - idbuf[ys, xs]
+    dx = xs.astype(np.float32) - leaves["x"][i]
+    dy = ys.astype(np.float32) - leaves["y"][i]
+    c, s = np.cos(leaves["angle"][i]), np.sin(leaves["angle"][i])
+    half_len = leaves["length"][i] / 2
+    u = np.clip((dx * c + dy * s) / half_len, -1, 1)
+    width = half_len * leaves["width_ratio"][i]
+    bulge = 1 - u * u
+    half_width = width * bulge ** 0.8 + 0.5
+    across = np.abs(-dx * s + dy * c - leaves["curve"][i] * width * bulge * 2)
+    v = np.minimum(across / half_width, 1)
+    factor = 1 + structure["cup"][i] * (v - 0.45) + structure["along"][i] * u
+    # Lateral veins: lines where (distance along the midrib - slope * distance across) is a whole
+    # number of vein spacings, 1% of the leaf's length wide (at least 0.6 px), faded out where the
+    # spacing is too fine to resolve.
+    spacing = leaves["length"][i] / structure["vein_pairs"][i]
+    phase = (u * half_len - structure["vein_slope"][i] * across) / spacing
+    dist_px = np.abs(phase - np.round(phase)) * spacing
+    visible = np.clip((spacing - 2.5) / 3, 0, 1) * (v > 0.06) * (v < 0.92)
+    factor += structure["vein_amp"][i] * np.exp(-(dist_px / np.maximum(0.6, 0.01 * leaves["length"][i])) ** 2) * visible
+    factor = 1 + (factor - 1) * in_focus[i]
+    canvas[ys, xs] = np.clip(canvas[ys, xs] * factor[:, None], 0, 255).astype(np.uint8)
+    idbuf[ys, xs] = 0
 
 
 def cast_shadow(canvas: np.ndarray, idbuf: np.ndarray, polygons: tuple, offset: tuple[int, int], keep: float) -> None:

@@ -160,7 +160,7 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
         prm.update(defocus_px=0.0, motion_px=0.0, motion_angle_deg=0.0, background_blur_px=1.0,
                    sharpen=0.0, sharpen_px=1.0, grain=0.0, grain_px=1.0, grain_seed=0)
     else:
-        prm.update(defocus_px=float(rng.choice([0.0, rng.uniform(0.5, 2.2)], p=[0.6, 0.4])),
+        prm.update(defocus_px=float(rng.choice([0.0, rng.uniform(0.4, 1.5)], p=[0.75, 0.25])),
                    motion_px=float(rng.choice([0.0, rng.uniform(2, 9)], p=[0.8, 0.2])),
                    motion_angle_deg=float(rng.uniform(0, 180)),
                    background_blur_px=float(rng.uniform(1.0, 6.0)))

@@ -19,7 +19,8 @@ from pomona.instances import Instances
 
 from . import apples as apple_mod
 from . import camera
-from .canopy import _BARK_PALETTE, background, cast_shadow, draw_branch, draw_leaf, leaf_batch, leaf_colours, leaf_polygons, random_walk_branch
+from .canopy import (_BARK_PALETTE, background, cast_shadow, draw_branch, draw_leaf, leaf_batch, leaf_code, leaf_colours, leaf_polygons,
+                     leaf_structure, random_walk_branch, shade_leaves)
 from .params import FAMILIES, sample_params
 
 MIN_VISIBLE_PX = 12
@@ -291,6 +292,8 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
         poly_a, poly_b, ribs = leaf_polygons(leaves)
         colours = leaf_colours(leaves, prm, depth_frac, bright(leaves["z"]).astype(np.float32))
         draw_rib = leaves["length"] > 22
+        structure = leaf_structure(rng.spawn(1)[0], n_leaves)  # own stream: the rest of a seed's scene stays the same
+        in_focus = np.ones(n_leaves, np.float32)
 
     items = [(float(z), "leaf", i) for i, z in enumerate(leaves["z"])] if n_leaves else []
     items += [(z, "branch", i) for i, (z, _, _) in enumerate(branches)]
@@ -308,12 +311,14 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
         if not blurred and z < dof_z:
             image = cv2.GaussianBlur(image, (0, 0), min(2.0, 0.35 * prm["background_blur_px"]))
             blurred = True
+            if n_leaves:  # the leaves drawn so far are out of focus: no sharp structure on them
+                in_focus[leaves["z"] >= z] = 0
         if kind == "leaf":
             i = payload
             if prm["shadow_strength"] > 0:
                 offset = np.round(shadow_dir * ppm(z)).astype(np.int32)
                 cast_shadow(image, idbuf, (poly_a[i], poly_b[i]), (int(offset[0]), int(offset[1])), 1 - prm["shadow_strength"])
-            draw_leaf(image, idbuf, poly_a[i], poly_b[i], ribs[i], colours[i], bool(draw_rib[i]))
+            draw_leaf(image, idbuf, poly_a[i], poly_b[i], ribs[i], colours[i], bool(draw_rib[i]), leaf_code(i))
         elif kind == "apple":
             spec = apple_specs[payload]
             apple_mod.draw_apple(image, idbuf, spec, payload + 1, dict(prm, sun=prm["sun"] * spec["sun_scale"]), float(bright(spec["z"])))
@@ -323,6 +328,8 @@ def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> W
         else:
             _draw_clutter(image, idbuf, kind, payload, prm, float(bright(z)), h, w)
 
+    if n_leaves:
+        shade_leaves(image, idbuf, leaves, structure, in_focus)
     stats = dict(apples_drawn=len(apple_specs), leaves_drawn=int(n_leaves), branches_drawn=len(branches),
                  front_leaves=len(front_leaf_ratio), front_leaf_to_apple=float(np.median(front_leaf_ratio)) if front_leaf_ratio else 0.0,
                  front_twigs=front_twigs, clutter_drawn=len(clutter))
