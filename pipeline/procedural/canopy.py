@@ -2,7 +2,9 @@
 
 Leaves are pointed, slightly asymmetric polygons folded along a midrib: each half gets its own
 brightness from the light direction, so a wall of them reads as sharp-edged foliage. Geometry and
-colours are computed for all leaves at once (numpy); drawing is one cv2 call per leaf half.
+colours are computed for all leaves at once (numpy); drawing is one cv2 call per leaf half. Once the
+frame is drawn, ``shade_leaves`` shades the visible part of every leaf by its cupping and tilt and draws its
+lateral veins, in one vectorised pass.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class World:
     """Everything drawn for one frame (or one drive-by panorama) before camera effects."""
 
     image: np.ndarray  # uint8 BGR
-    idbuf: np.ndarray  # int32: -1 sky, 0 background / occluder, k > 0 apple k
+    idbuf: np.ndarray  # int32: -1 sky, 0 background / occluder, k > 0 apple k (leaf codes <= -2 exist only while drawing)
     sky: np.ndarray  # float32 in [0, 1]: how much of the pixel is open sky
     apples: list[dict]
     stats: dict
