@@ -244,7 +244,7 @@ def miss_tables(by: dict[str, list[dict]]) -> list[str]:
             "hand-drawn polygons, so their own fractions run a little high):", "",
             *table("visible fraction", lambda r: f"{r[0]:.2f}-{min(r[1], 1.0):.2f}", by["visible_fraction"]), "",
             "By brightness (median HSV value of the apple's pixels: deep shade to full sun):", "",
-            *table("brightness", lambda r: f"{r[0]:.2f}-{min(r[1], 1.0):.2f}", by.get("brightness", []))]
+            *table("brightness", lambda r: f"{r[0]:.2f}-{min(r[1], 1.0):.2f}", by["brightness"])]
 
 
 def _commit() -> str:

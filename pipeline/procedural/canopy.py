@@ -42,6 +42,11 @@ def leaf_batch(rng: np.random.Generator, xs, ys, lengths, angles, z, *, yellow: 
     )
 
 
+def _midrib_offset(curve, half_width, t):
+    """Sideways offset of the curved midrib at t in [-1, 1] along the leaf (0 at base and tip)."""
+    return curve * half_width * (1 - t * t) * 2
+
+
 def leaf_polygons(leaves: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two half-leaf polygons (N, 2*_K+2, 2) and the midrib endpoints (N, 2, 2), int32 pixels."""
     n = len(leaves["x"])
@@ -51,7 +56,7 @@ def leaf_polygons(leaves: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # Broadest a little below the middle, pointed tip, narrower base.
     half_width = W * (1 - t * t) ** 0.8 * (1 - 0.25 * t + leaves["asym"][:, None])
     along = t * L
-    mid = leaves["curve"][:, None] * W * (1 - t * t) * 2
+    mid = _midrib_offset(leaves["curve"][:, None], W, t)
     base = np.stack([-L[:, 0], np.zeros(n, np.float32)], 1)[:, None]
     tip = np.stack([L[:, 0], np.zeros(n, np.float32)], 1)[:, None]
     side_a = np.stack([along, mid + half_width], -1)
@@ -104,8 +109,9 @@ def draw_leaf(canvas: np.ndarray, idbuf: np.ndarray, half_a, half_b, rib, colour
         cv2.line(canvas, tuple(rib[0]), tuple(rib[1]), colours[2].tolist(), 1, cv2.LINE_AA)
 
 
-def leaf_code(i: int) -> int:
-    """Id-buffer value of leaf i while a frame is drawn (-1 is the sky, 0 an occluder, > 0 an apple)."""
+def leaf_code(i):
+    """Id-buffer value of leaf i while a frame is drawn (-1 is the sky, 0 an occluder, > 0 an apple).
+    Its own inverse: ``leaf_code(leaf_code(i)) == i``, so it also reads a leaf's index back (arrays too)."""
     return -2 - i
 
 
@@ -126,29 +132,29 @@ def shade_leaves(canvas: np.ndarray, idbuf: np.ndarray, leaves: dict, structure:
     leaf, then give those pixels back to the occluder code 0. One vectorised pass over the frame; the
     structure is multiplicative, so it commutes with the shadows already cast on the leaves.
     ``in_focus``: per leaf, 1 or 0; leaves behind the depth of field were blurred and stay as they are."""
-    ys, xs = np.nonzero(idbuf <= -2)
+    ys, xs = np.nonzero(idbuf <= leaf_code(0))
     if not len(ys):
         return
-    i = -2 - idbuf[ys, xs]
+    i = leaf_code(idbuf[ys, xs])
     dx = xs.astype(np.float32) - leaves["x"][i]
     dy = ys.astype(np.float32) - leaves["y"][i]
     c, s = np.cos(leaves["angle"][i]), np.sin(leaves["angle"][i])
-    half_len = leaves["length"][i] / 2
+    length = leaves["length"][i]
+    half_len = length / 2
     u = np.clip((dx * c + dy * s) / half_len, -1, 1)
     width = half_len * leaves["width_ratio"][i]
-    bulge = 1 - u * u
-    half_width = width * bulge ** 0.8 + 0.5
-    across = np.abs(-dx * s + dy * c - leaves["curve"][i] * width * bulge * 2)
+    half_width = width * (1 - u * u) ** 0.8 + 0.5
+    across = np.abs(-dx * s + dy * c - _midrib_offset(leaves["curve"][i], width, u))
     v = np.minimum(across / half_width, 1)
     factor = 1 + structure["cup"][i] * (v - 0.45) + structure["along"][i] * u
     # Lateral veins: lines where (distance along the midrib - slope * distance across) is a whole
     # number of vein spacings, 1% of the leaf's length wide (at least 0.6 px), faded out where the
     # spacing is too fine to resolve.
-    spacing = leaves["length"][i] / structure["vein_pairs"][i]
+    spacing = length / structure["vein_pairs"][i]
     phase = (u * half_len - structure["vein_slope"][i] * across) / spacing
     dist_px = np.abs(phase - np.round(phase)) * spacing
     visible = np.clip((spacing - 2.5) / 3, 0, 1) * (v > 0.06) * (v < 0.92)
-    factor += structure["vein_amp"][i] * np.exp(-(dist_px / np.maximum(0.6, 0.01 * leaves["length"][i])) ** 2) * visible
+    factor += structure["vein_amp"][i] * np.exp(-(dist_px / np.maximum(0.6, 0.01 * length)) ** 2) * visible
     factor = 1 + (factor - 1) * in_focus[i]
     canvas[ys, xs] = np.clip(canvas[ys, xs] * factor[:, None], 0, 255).astype(np.uint8)
     idbuf[ys, xs] = 0
