@@ -338,3 +338,153 @@ def test_switching_a_family_off_leaves_the_others_draws_alone():
         base = sample_params("apples on a sunny day", scene_rng("apples on a sunny day", seed), (96, 96), frozenset())
         no_clutter = sample_params("apples on a sunny day", scene_rng("apples on a sunny day", seed), (96, 96), frozenset({"clutter"}))
         assert {k: base[k] for k in keys} == {k: no_clutter[k] for k in keys}
+
+
+# --- the scene's layer builders, each on its own -----------------------------------------------------
+def _layout(seed: int, size=(320, 256), focal: float = 400.0, distance: float = 1.5):
+    from pomona.pipeline.procedural.scene import _Layout
+
+    rng = np.random.default_rng(seed)
+    lay = _Layout(rng, size[0], size[1], focal, distance)
+    lay.extra = rng.spawn(1)[0]
+    return lay
+
+
+def test_branch_builder_crosses_the_frame_with_widths_that_shrink_with_depth():
+    """Limbs start at the frame's edge or inside it and mostly cross it; a branch is 1-3.5 cm thick whatever
+    its depth, so a row three times farther away has branches about a third as wide in pixels."""
+    from pomona.pipeline.procedural.scene import _branches
+
+    mean_px = {}
+    for distance in (1.0, 3.0):
+        widths, crossing = [], []
+        for seed in range(6):
+            lay = _layout(seed, distance=distance)
+            _branches(lay, {"trunk": False})
+            assert 1 <= len(lay.branches) and lay.bark_choice >= 0
+            for z, pts, bark in lay.branches:
+                assert lay.z_front - 0.3 < z < lay.z_back + 0.3
+                assert -2 * 320 < pts[0, 0] < 3 * 320 and -2 * 320 < pts[0, 1] < 256 + 2 * 320
+                assert 0.002 < pts[0, 2] / lay.ppm(z) < 0.036, "branch width in metres"
+                assert bark.shape == (3,) and bark.dtype == np.float32
+                widths.append(pts[0, 2])
+                crossing.append(((pts[:, 0] >= 0) & (pts[:, 0] < 320) & (pts[:, 1] >= 0) & (pts[:, 1] < 256)).any())
+        assert np.mean(crossing) > 0.5
+        mean_px[distance] = np.mean(widths)
+    assert mean_px[3.0] < 0.6 * mean_px[1.0]
+
+    lay = _layout(0, distance=1.0)
+    _branches(lay, {"trunk": True})
+    z, trunk, _ = lay.branches[0]
+    assert trunk[0, 1] > 256 and trunk[0, 2] / lay.ppm(z) >= 0.05, "the trunk rises from below the frame, thicker than any limb"
+
+
+def test_canopy_builder_stops_at_its_leaf_area_or_its_leaf_cap():
+    """Rosettes on the branches fill at most ~60% of the target area; free clusters then stop once the
+    target is reached (overshooting by at most one cluster) or, in a dense canopy, once the leaf cap is;
+    the per-leaf arrays stay aligned."""
+    from pomona.pipeline.procedural.scene import _branches, _canopy_behind
+
+    for seed, (density, sky) in enumerate([(0.5, 0.0), (0.8, 0.5), (1.0, 0.3), (1.4, 0.0)]):
+        lay = _layout(seed)
+        _branches(lay, {"trunk": False})
+        _canopy_behind(lay, {"leaf_density": density, "sky_fraction": sky})
+        target = density * 320 * 256 * 1.5 * (1 - 0.6 * sky)
+        biggest_cluster = 8 * 0.2 * (lay.ppm(lay.z_front) * 0.14) ** 2
+        if density < 1.4:
+            assert lay.n_leaves() < lay.leaf_cap(density), "this canopy fills by area, not by the leaf cap"
+            assert target <= lay.leaf_area < target + biggest_cluster
+        else:
+            assert lay.leaf_cap(density) <= lay.n_leaves() < lay.leaf_cap(density) + 8
+            assert 0.6 * target < lay.leaf_area < target
+        sizes = [[len(a) for a in arrays] for arrays in (lay.leaf_x, lay.leaf_y, lay.leaf_len, lay.leaf_ang, lay.leaf_z)]
+        assert all(s == sizes[0] for s in sizes)
+        z = np.concatenate(lay.leaf_z)
+        assert lay.z_front - 0.4 < z.min() and z.max() < lay.z_back + 0.4
+
+
+def _fruit_params(seed: int, size=(320, 256), **overrides) -> dict:
+    prm = sample_params("apples", scene_rng("apples", seed), size, frozenset())
+    prm.update(no_apples=False, border_cut=False, apple_px_at_distance=20.0)  # small apples: the frame's area never limits the count
+    prm.update(overrides)
+    return prm
+
+
+def test_fruit_builder_hangs_the_requested_count_in_the_front_of_the_canopy():
+    """Each density gives a count in its range (twice that in a frame twice as wide, as in a drive-by
+    panorama); heavily occluded apples hang deeper than lightly occluded ones, all in the front half of
+    the canopy; each front leaf and twig is added to the layout and counted."""
+    from pomona.pipeline.procedural.scene import _branches, _fruit
+
+    ranges = {"few": (1, 6), "normal": (6, 20), "many": (16, 45)}
+    depth = {"low": [], "heavy": []}
+    for seed in range(2):
+        for density, (lo, hi) in ranges.items():
+            for occlusion in depth:
+                for views in (1, 2):
+                    lay = _layout(seed, size=(320 * views, 256))
+                    prm = _fruit_params(seed, density=density, occlusion=occlusion, front_leaf_fraction=0.5)
+                    _branches(lay, prm)
+                    n_branches, n_leaves = len(lay.branches), lay.n_leaves()
+                    apples, front_leaf_ratio, front_twigs = _fruit(lay, prm)
+                    assert lo * views <= len(apples) <= hi * views, (density, views, len(apples))
+                    z = np.array([a["z"] for a in apples])
+                    assert (z > lay.z_front - 0.15).all() and (z < lay.z_front + 0.5 * lay.span + 0.15).all()
+                    depth[occlusion] += list((z - lay.z_front) / lay.span)
+                    assert len(lay.branches) - n_branches == front_twigs
+                    assert lay.n_leaves() - n_leaves == len(front_leaf_ratio)
+                    assert all(0 < a["sun_scale"] <= 1.0 or a["sun_scale"] == 0.0 for a in apples)
+    assert np.mean(depth["heavy"]) > np.mean(depth["low"]) + 0.15
+
+    lay = _layout(0)
+    state = lay.rng.bit_generator.state
+    assert _fruit(lay, _fruit_params(0, no_apples=True)) == ([], [], 0)
+    assert lay.rng.bit_generator.state == state and not lay.leaf_x and not lay.branches
+
+
+def test_clutter_builder_gives_nothing_when_everything_is_off():
+    """No posts, poles, painted posts, tapes, wires or hose: no clutter, and neither stream is drawn from;
+    one of each gives one item of each, in a fixed order."""
+    from pomona.pipeline.procedural.scene import _branches, _clutter
+
+    lay = _layout(3)
+    _branches(lay, {"trunk": False})
+    states = lay.rng.bit_generator.state, lay.extra.bit_generator.state
+    off = dict(posts=0, poles=0, banded_posts=0, tapes=0, wires=0, hose=False, band_chance=1.0)
+    assert _clutter(lay, off) == []
+    assert (lay.rng.bit_generator.state, lay.extra.bit_generator.state) == states
+
+    items = _clutter(lay, dict(off, posts=1, poles=1, banded_posts=1, tapes=1, wires=1, hose=True))
+    assert [kind for _, kind, _ in items] == ["post", "post", "post", "tape", "wire", "wire"]
+    assert all(p["bands"] for _, kind, p in items if kind == "post"), "band_chance 1: every post is marked"
+    assert all(0.5 * lay.distance < z < 1.6 * lay.distance for z, _, _ in items)
+    lay.branches.clear()
+    assert _clutter(lay, dict(off, tapes=3)) == [], "tape is tied to a branch: none without branches"
+
+
+def test_back_to_front_drawing_lets_the_nearer_object_win():
+    """Two overlapping apples and a branch across them: the nearer apple keeps the overlap, the branch in
+    front cuts both; with occlusion 'none' the apples are drawn over everything."""
+    from pomona.pipeline.procedural import apples as apples_mod
+    from pomona.pipeline.procedural.scene import _draw_back_to_front
+
+    def draw(occlusion):
+        lay = _layout(0)
+        prm = _fruit_params(0, occlusion=occlusion, background_blur_px=0.0, shadow_strength=0.0, light="sunny")
+        far = apples_mod.apple_spec(lay.rng, prm, 150.0, 128.0, 40.0, lay.z_front + 0.4)
+        near = apples_mod.apple_spec(lay.rng, prm, 190.0, 128.0, 40.0, lay.z_front + 0.1)
+        for a in (far, near):
+            a["sun_scale"] = 1.0
+        pts = np.array([[130.0, 40.0, 8.0], [130.0, 130.0, 8.0], [130.0, 220.0, 8.0]], np.float32)  # across the far apple only
+        lay.branches.append((lay.z_front, pts, np.array([0.2, 0.25, 0.3], np.float32)))
+        image, idbuf = np.full((256, 320, 3), 100, np.uint8), np.zeros((256, 320), np.int32)
+        image = _draw_back_to_front(lay, prm, image, idbuf, None, [far, near], [])
+        return image, idbuf
+
+    image, idbuf = draw("partial")
+    assert image.shape == (256, 320, 3) and (image != 100).any()
+    assert idbuf[128, 170] == 2, "the overlap belongs to the nearer apple"
+    assert idbuf[128, 118] == 1 and idbuf[128, 215] == 2
+    assert idbuf[128, 130] == 0, "the branch in front cuts the far apple"
+    _, idbuf = draw("none")
+    assert idbuf[128, 130] == 1 and idbuf[128, 170] == 2
