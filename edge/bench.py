@@ -168,7 +168,7 @@ def bench(model: str | Path, source: str | Path | None = None, frames: int = 100
     post_share = float(np.sum(times["post"]) / np.sum(model_ms)) if np.sum(model_ms) > 0 else 0.0
     frame_share = float(np.sum(times["post"]) / np.sum(e2e)) if np.sum(e2e) > 0 else 0.0
     result = {
-        "model": str(model), "backend": predictor.backend_name, "device": predictor.device,
+        "model": str(predictor.model_path), "backend": predictor.backend_name, "device": predictor.device,
         "precision": predictor.precision, "imgsz": predictor.imgsz, "frames": frames,
         "source": str(source) if tmp is None else "synthetic (procedural renderer, 640x480)",
         "frame_size": list(image.shape[:2][::-1]),

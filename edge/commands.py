@@ -14,7 +14,9 @@ import typer
 
 
 def run(
-    model: Path = typer.Argument(..., help="Model: .onnx or .engine (edge), .pt (workstation, via Ultralytics)."),
+    model: Optional[str] = typer.Argument(None, help="Model: .onnx or .engine (edge), .pt (workstation, via Ultralytics), "
+                                                     "or a shipped model's name; default: the default shipped model "
+                                                     "(`pomona models`)."),
     source: str = typer.Option(..., "--source", help="Video file, image folder/file, camera index (0), csi://0, rtsp://... or a GStreamer pipeline."),
     conf: float = typer.Option(0.25, "--conf", help="Confidence threshold."),
     iou: float = typer.Option(0.7, "--iou", help="NMS IoU threshold."),
@@ -50,7 +52,8 @@ def run(
 
 
 def bench(
-    model: Path = typer.Argument(..., help="Model to benchmark (.onnx, .engine or .pt)."),
+    model: Optional[str] = typer.Argument(None, help="Model to benchmark (.onnx, .engine, .pt or a shipped model's name; "
+                                                     "default: the default shipped model)."),
     source: Optional[Path] = typer.Option(None, "--source", help="Image folder or video (default: rendered synthetic orchard frames)."),
     frames: int = typer.Option(100, "--frames", help="Frames to time (after 5 warm-up frames)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),

@@ -45,10 +45,16 @@ TRACK_COLUMNS = ["track", "frames", "max_score", "mean_area_px", "first_frame", 
 
 
 def find_models(extra: Path | None = None, root: Path = Path("runs")) -> list[Path]:
-    """Models to offer: ``extra`` first, then every .onnx/.engine/.pt under ``root/**/weights/``."""
+    """Models to offer: ``extra`` first, then the shipped models (.onnx), then every .onnx/.engine/.pt
+    under ``root/**/weights/``."""
+    from pomona.models import shipped_models
+
     found: list[Path] = []
     if extra is not None:
         found.append(Path(extra))
+    for shipped in shipped_models():
+        if shipped.file("onnx").is_file() and shipped.file("onnx") not in found:
+            found.append(shipped.file("onnx"))
     if root.is_dir():
         for path in sorted(root.glob("**/weights/*")):
             if path.suffix in MODEL_SUFFIXES and path.is_file() and path not in found:
@@ -57,14 +63,19 @@ def find_models(extra: Path | None = None, root: Path = Path("runs")) -> list[Pa
 
 
 def default_model(root: Path = Path(".")) -> Path:
-    """The model ``make quickstart`` produced: best.onnx preferred (the edge format), else best.pt."""
+    """The default shipped model (its .onnx, the edge format); without one, what ``make quickstart`` trained."""
+    from pomona.models import DEFAULT_MODEL, get_model
+
+    shipped = get_model(DEFAULT_MODEL)
+    if shipped is not None and shipped.file("onnx").is_file():
+        return shipped.file("onnx")
     for name in ("best.onnx", "best.pt"):
         path = root / QUICKSTART_WEIGHTS / name
         if path.is_file():
             return path
     raise PomonaError(
-        f"no model given and none at {QUICKSTART_WEIGHTS}/best.onnx or best.pt: run `make quickstart` "
-        "to train one, or pass --model PATH (.onnx, .engine or .pt)"
+        f"no model given, {DEFAULT_MODEL} is not installed and there is none at {QUICKSTART_WEIGHTS}/best.onnx "
+        "or best.pt: run `make quickstart` to train one, or pass --model PATH (.onnx, .engine or .pt)"
     )
 
 
@@ -482,15 +493,17 @@ def _warm_up(cache: PredictorCache, predictor) -> None:
     draw_instances(frame, Instances.from_masks(mask, image_size=(64, 64)), show_ids=True)
 
 
-def build_app(model: Path | None = None, runs: Path = Path("runs")):
-    """The demo as a ``gradio.Blocks``; ``model`` defaults to the quickstart's. Raises PomonaError when
+def build_app(model: str | Path | None = None, runs: Path = Path("runs")):
+    """The demo as a ``gradio.Blocks``; ``model`` (a path or a shipped name) defaults to the default shipped model. Raises PomonaError when
     there is no model or it cannot be loaded, so the CLI prints one line instead of starting a broken page."""
     try:
         import gradio as gr
     except ImportError:
         raise PomonaError("the demo needs Gradio, which this install lacks: pip install 'pomona[demo]'") from None
 
-    chosen = Path(model) if model is not None else default_model()
+    from pomona.models import resolve_model
+
+    chosen = resolve_model(model) if model is not None else default_model()
     if not chosen.is_file():
         raise PomonaError(f"model not found: {chosen} (pass --model PATH to an .onnx, .engine or .pt file)")
     if chosen.suffix not in MODEL_SUFFIXES:

@@ -12,19 +12,22 @@ from pomona.edge import processing as P
 from pomona.edge.backends import OnnxBackend, TensorRTBackend, UltralyticsBackend, resolve_backend
 from pomona.errors import PomonaError
 from pomona.instances import Instances
+from pomona.models import resolve_model
 
 
 class Predictor:
-    """Apple instance segmentation with a pomona model (.onnx, .engine, or .pt on a workstation).
+    """Apple instance segmentation with a pomona model (.onnx, .engine, or .pt on a workstation), or a shipped
+    model by name (``Predictor("pomona-apple-n")``; ``Predictor()`` is the default shipped model).
 
     ``backend``: "auto" (by file suffix), "onnxruntime", "tensorrt" or "ultralytics".
     ``imgsz``: inference size; a static model only runs at the size it was exported for.
     After each call, ``last_timings`` holds the stage times in ms: pre, infer, post.
     """
 
-    def __init__(self, model: str | Path, backend: str = "auto", conf: float = 0.25, iou: float = 0.7,
+    def __init__(self, model: str | Path | None = None, backend: str = "auto", conf: float = 0.25, iou: float = 0.7,
                  imgsz: int | None = None, max_det: int = P.MAX_DET):
-        path = Path(model)
+        # a shipped model's name (or None: the default one) resolves to its .onnx, its .pt for Ultralytics
+        path = resolve_model(model, prefer="pt" if backend == "ultralytics" else "onnx")
         if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
             raise PomonaError(f"conf and iou must be in 0..1, got conf={conf}, iou={iou}")
         self.model_path = path

@@ -16,8 +16,9 @@ class ExportFormat(str, Enum):
 
 
 def export(
-    weights: Path = typer.Argument(..., help="Trained weights (.pt), e.g. runs/quickstart/weights/best.pt; or, for "
-                                             "--format engine, a pomona .onnx (no torch needed)."),
+    weights: str = typer.Argument(..., help="Trained weights (.pt), e.g. runs/quickstart/weights/best.pt; or, for "
+                                            "--format engine, a pomona .onnx (no torch needed); or a shipped model's "
+                                            "name (pomona-apple-n), exported into the working directory."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx (runs anywhere) or engine (TensorRT, on the target GPU)."),
     half: bool = typer.Option(False, "--half", help="FP16 weights (ONNX) / FP16 engine."),
     int8: bool = typer.Option(False, "--int8", help="INT8 (needs --calib): a TensorRT INT8 engine, or for --format onnx a "

@@ -23,6 +23,22 @@ def onnx_name(weights: Path, precision: str = "fp32") -> Path:
     return weights.with_name(weights.stem + ("" if precision == "fp32" else f".{precision}") + ".onnx")
 
 
+def _resolve_weights(weights: str | Path, format: str) -> tuple[Path, bool]:
+    """A path as given, or a shipped model's name: its .onnx for an engine (no torch needed on the robot),
+    its .pt for ONNX. Returns (file, whether it was a shipped name)."""
+    from pomona.models import is_shipped_name, resolve_model
+
+    if not is_shipped_name(weights):
+        return Path(weights), False
+    return resolve_model(str(weights), prefer="onnx" if format == "engine" else "pt"), True
+
+
+def _engine_name(onnx: Path, precision: str) -> str:
+    from pomona.export.tensorrt_engine import engine_path
+
+    return engine_path(onnx, precision).name
+
+
 def export_model(weights: str | Path, format: str = "onnx", half: bool = False, int8: bool = False,
                  calib: str | Path | None = None, dynamic: bool = False, imgsz: int | None = None,
                  out: str | Path | None = None, parity: bool = True) -> dict:
@@ -32,9 +48,9 @@ def export_model(weights: str | Path, format: str = "onnx", half: bool = False, 
     ``int8`` needs ``calib``, a ``pomona generate`` folder: TensorRT INT8 for engines, ONNX Runtime static
     quantization (QDQ) for ONNX.
     """
-    weights = Path(weights)
     if format not in FORMATS:
         raise PomonaError(f"unknown export format {format!r}; choose onnx or engine")
+    weights, shipped = _resolve_weights(weights, format)
     if int8 and half:
         raise PomonaError("choose one of --half and --int8")
     if int8 and calib is None:
@@ -56,6 +72,8 @@ def export_model(weights: str | Path, format: str = "onnx", half: bool = False, 
     if not weights.is_file():
         raise PomonaError(f"weights not found: {weights}")
     out = Path(out) if out else None
+    if out is None and shipped:  # the package folder may be read-only: a shipped model's export lands here
+        out = Path.cwd() / (onnx_name(weights, precision).name if format == "onnx" else _engine_name(weights, precision))
     if format == "onnx":
         if int8 and dynamic:
             raise PomonaError("--int8 ONNX needs a fixed input size (drop --dynamic): ranges are calibrated at one size")

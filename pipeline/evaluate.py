@@ -102,29 +102,48 @@ def evaluate_labels(pred_dir: Path, ref_dir: Path, iou: float = 0.5) -> dict:
 # --- model accuracy ---------------------------------------------------------------------------------
 
 
-def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: int = 320, out: Path | None = None,
-                   conf_grid: float = 0.25, grid_images: int = 8, batch: int = 8) -> dict:
+def evaluate_model(weights: Path | str, data_yaml: Path, split: str = "val", imgsz: int | None = None,
+                   out: Path | None = None, conf_grid: float = 0.25, grid_images: int = 8, batch: int = 8) -> dict:
     """Box and mask P, R, mAP50, mAP50-95 (Ultralytics' COCO-style metrics) + metrics.json + a picture grid
-    of ``grid_images`` predictions (none when 0)."""
+    of ``grid_images`` predictions (none when 0).
+
+    ``weights`` is a file or a shipped model's name; ``imgsz`` None means the model's own input size. On a
+    dataset labelled with boxes only (many public orchard sets) the result has box metrics, ``mask`` None
+    and a ``note`` saying that mask metrics need polygons.
+    """
+    from pomona.models import is_shipped_name, resolve_model
     from pomona.pipeline.devices import normalize_device
-    from pomona.pipeline.weights import load_yolo
+    from pomona.pipeline.weights import load_yolo, model_imgsz
 
     if split not in ("val", "test", "train"):
         raise PomonaError(f"--split must be val or test, got {split!r}")
     spec = read_data_yaml(data_yaml)
     images = spec.images(split)
+    label_kind = spec.label_kind(split)
+    shipped = is_shipped_name(weights)
+    weights = resolve_model(weights, prefer="pt")
     model = load_yolo(weights, "model", task="segment")
-    out = Path(out) if out else Path(weights).resolve().parent.parent / f"eval-{spec.yaml_path.parent.name}-{split}"
+    imgsz = int(imgsz or model_imgsz(model, weights))
+    if out is None:
+        run_dir = Path("runs") if shipped else Path(weights).resolve().parent.parent
+        out = run_dir / f"eval-{weights.stem + '-' if shipped else ''}{spec.yaml_path.parent.name}-{split}"
     t0 = time.perf_counter()
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        metrics = model.val(data=str(spec.yaml_path), split=split, imgsz=imgsz, batch=batch, plots=False,
-                            project=scratch, name="val", verbose=False, device=normalize_device(None), workers=0)
+        # A box-only dataset cannot feed Ultralytics' segment validator (it needs a polygon per box), so
+        # the same segmentation model is scored as a detector there: its boxes are the segmenter's boxes.
+        val_model = model if label_kind == "polygons" else _as_detector(model)
+        metrics = val_model.val(data=str(spec.yaml_path), split=split, imgsz=imgsz, batch=batch, plots=False,
+                                project=scratch, name="val", verbose=False, device=normalize_device(None), workers=0)
     result = {
         "weights": str(weights), "data": str(spec.yaml_path), "split": split, "imgsz": imgsz, "images": len(images),
-        "box": _summary(metrics.box), "mask": _summary(metrics.seg), "seconds": round(time.perf_counter() - t0, 1),
+        "labels": label_kind, "box": _summary(metrics.box),
+        "mask": _summary(metrics.seg) if label_kind == "polygons" else None,
+        "seconds": round(time.perf_counter() - t0, 1),
     }
+    if label_kind != "polygons":
+        result["note"] = f"{spec.yaml_path.name} has box labels only: box metrics only, mask metrics need polygons"
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / "metrics.json", result)
     result["metrics_json"] = str(out / "metrics.json")
@@ -134,6 +153,32 @@ def evaluate_model(weights: Path, data_yaml: Path, split: str = "val", imgsz: in
         atomic.write_image(out / "predictions.jpg", grid, quality=90)
         result["grid"] = str(out / "predictions.jpg")
     return result
+
+
+def _as_detector(model):
+    """A validator that scores a segmentation model's boxes alone (for datasets labelled with boxes only).
+
+    Ultralytics' detection validator reads box labels, but given a segment head's output it would take the
+    32 mask coefficients for 32 more classes; the subclass tells NMS the true class count, and the
+    coefficients ride along unused.
+    """
+    from ultralytics.models.yolo.detect import DetectionValidator
+    from ultralytics.utils import nms
+
+    class BoxOnlyValidator(DetectionValidator):
+        def postprocess(self, preds):
+            while isinstance(preds, (list, tuple)):  # (boxes + coefficients, protos): keep the first
+                preds = preds[0]
+            outputs = nms.non_max_suppression(preds, self.args.conf, self.args.iou, nc=self.nc, multi_label=True,
+                                              agnostic=self.args.single_cls or self.args.agnostic_nms,
+                                              max_det=self.args.max_det, end2end=self.end2end)
+            return [{"bboxes": x[:, :4], "conf": x[:, 4], "cls": x[:, 5], "extra": x[:, 6:]} for x in outputs]
+
+    class BoxScorer:
+        def val(self, **kwargs):
+            return model.val(validator=BoxOnlyValidator, task="detect", **kwargs)
+
+    return BoxScorer()
 
 
 def predictions_with_labels(weights: Path, data_yaml: Path, split: str = "val", imgsz: int = 320, conf: float = 0.25,

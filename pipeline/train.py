@@ -74,8 +74,12 @@ def resolve_training_data(data: list[Path], out: Path) -> Path:
 
 def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, imgsz: int = 320, batch: int = 16,
           out: Path = Path("runs/train"), workers: int | None = None, device: str | None = None,
-          recipe: str | None = None, **overrides) -> Path:
-    """Train and return ``OUT/weights/best.pt``. ``overrides`` are passed to Ultralytics (augmentation, lr, ...)."""
+          recipe: str | None = None, resume: bool = False, **overrides) -> Path:
+    """Train and return ``OUT/weights/best.pt``. ``overrides`` are passed to Ultralytics (augmentation, lr, ...).
+
+    ``model`` is a model yaml (from scratch), a .pt or a shipped model's name (fine-tune from it). ``resume``
+    continues the interrupted run whose ``last.pt`` is ``model``, with the settings it was started with.
+    """
     from pomona.pipeline.weights import load_yolo
 
     if epochs < 1 or imgsz < 32 or batch < 1:
@@ -88,6 +92,8 @@ def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, im
     from pomona.machine import cpu_cores
 
     out = Path(out).resolve()
+    if resume:
+        return _resume(yolo, out, device, overrides.get("ema_decay"), overrides.get("ema_tau"))
     # Periodic checkpoints left by an earlier run in this folder would pass for this run's epochs
     # (weight averaging takes the newest ones); Ultralytics itself overwrites best.pt and last.pt.
     for stale in (out / "weights").glob("epoch*.pt"):
@@ -96,7 +102,7 @@ def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, im
         data=str(spec.yaml_path), epochs=epochs, imgsz=imgsz, batch=batch, project=str(out.parent), name=out.name,
         exist_ok=True, workers=workers if workers is not None else cpu_cores(),
         device=normalize_device(device), plots=True, verbose=False,
-        pretrained=not str(model).endswith(".yaml"),
+        pretrained=not str(model).endswith((".yaml", ".yml")),
     )
     args.update(load_recipe_section(recipe, "train"))
     args.update(overrides)
@@ -104,7 +110,21 @@ def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, im
     if ema_decay is not None:
         yolo.add_callback("on_pretrain_routine_end", short_run_ema(float(ema_decay), float(ema_tau or 2000)))
     yolo.train(**args)
+    return _best(out)
+
+
+def _best(out: Path) -> Path:
     best = out / "weights" / "best.pt"
     if not best.is_file():
         raise PomonaError(f"training finished but {best} was not written")
     return best
+
+
+def _resume(yolo, out: Path, device: str | None, ema_decay, ema_tau) -> Path:
+    """Ultralytics' resume: epochs, data and augmentation come from the checkpoint; its epoch checkpoints stay."""
+    from pomona.pipeline.devices import normalize_device
+
+    if ema_decay is not None:  # the run's own EMA is in the checkpoint; the callback keeps it sized for the run
+        yolo.add_callback("on_pretrain_routine_end", short_run_ema(float(ema_decay), float(ema_tau or 2000)))
+    yolo.train(resume=True, device=normalize_device(device))
+    return _best(out)

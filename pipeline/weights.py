@@ -13,9 +13,13 @@ ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases"
 
 
 def find_weights(name: str | Path, what: str, url_hint: str = "") -> Path | None:
-    """The weights file for ``name``: the path as given, else ``$POMONA_WEIGHTS/name``, else
-    ``./name``. Returns None when it is absent and downloads are allowed (the caller lets its
+    """The weights file for ``name``: a shipped model's name (``pomona-apple-n``), the path as given, else
+    ``$POMONA_WEIGHTS/name``, else ``./name``. Returns None when it is absent and downloads are allowed (the caller lets its
     library fetch it); raises a one-line :class:`PomonaError` when absent and downloads are off."""
+    from pomona.models import is_shipped_name, resolve_model
+
+    if is_shipped_name(name):  # pomona-apple-n: the shipped model's .pt (fine-tune, evaluate, label, export)
+        return resolve_model(str(name), prefer="pt")
     path = Path(name).expanduser()
     candidates = [path]
     if not path.is_absolute():
@@ -58,3 +62,14 @@ def load_yolo(name: str | Path, what: str = "model", task: str | None = None, ur
     if task and model.task != task:
         raise PomonaError(f"{what} '{name}' is a {model.task} model; a {task} model is needed here")
     return model
+
+
+def model_imgsz(model, path: str | Path) -> int:
+    """The input size a model was trained or exported for: a checkpoint's training size, a shipped model's
+    card, else Ultralytics' default 640."""
+    from pomona.models import shipped_imgsz
+
+    size = (getattr(model, "overrides", None) or {}).get("imgsz") or shipped_imgsz(path)
+    if isinstance(size, (list, tuple)):
+        size = max(size)
+    return int(size or 640)

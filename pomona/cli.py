@@ -181,10 +181,10 @@ def evaluate_labels(
 
 @evaluate_app.command("model")
 def evaluate_model(
-    weights: Path = typer.Argument(..., help="A trained model (.pt or .onnx)."),
-    data_yaml: Path = typer.Argument(..., help="data.yaml to evaluate on."),
+    weights: str = typer.Argument(..., help="A trained model (.pt or .onnx) or a shipped model's name (pomona-apple-n)."),
+    data_yaml: Path = typer.Argument(..., help="data.yaml to evaluate on (polygon labels; box-only labels give box metrics)."),
     split_name: str = typer.Option("val", "--split", help="val or test."),
-    imgsz: int = typer.Option(320),
+    imgsz: Optional[int] = typer.Option(None, help="Inference size (default: the model's own input size)."),
     out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and the picture grid (default: next to the weights)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -194,6 +194,8 @@ def evaluate_model(
     with stdout_to_stderr(as_json):
         result = run(weights, data_yaml, split=split_name, imgsz=imgsz, out=out)
     _emit(result, as_json, "model accuracy")
+    if result.get("note") and not as_json:
+        typer.echo(f"note: {result['note']}", err=True)
 
 
 @app.command()
@@ -212,17 +214,69 @@ def quickstart(
 
 
 @app.command()
-def recipe(name: str = typer.Argument(..., help="Recipe name, e.g. sim2real."),
-           out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/NAME).")) -> None:
-    """Run a named end-to-end recipe (pomona/recipes/NAME.yaml)."""
+def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quickstart, release (or a recipe .yaml)."),
+           out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/NAME)."),
+           hours: Optional[float] = typer.Option(None, help="release: compute budget in hours for the run folder "
+                                                           "(default 1; resumed runs count what they spent)."),
+           device: Optional[str] = typer.Option(None, help="cpu, 0, cuda:0 ... (default: cuda if available)."),
+           chunks: Optional[int] = typer.Option(None, help="release: stop after this many chunks."),
+           n: Optional[int] = typer.Option(None, "--n", help="release: images rendered per chunk (default: the recipe's)."),
+           epochs: Optional[int] = typer.Option(None, help="release: epochs per chunk (default: the recipe's)."),
+           ship: bool = typer.Option(False, "--ship", help="release: install the candidate as the shipped model when "
+                                                           "it beats it on the real dev photos by more than the noise."),
+           ) -> None:
+    """Run a named end-to-end recipe (pomona/recipes/NAME.yaml); `release` continues the shipped model."""
+    if name == "release":
+        from pomona.pipeline.release import release
+
+        overrides = {k: v for k, v in (("n", n), ("epochs", epochs)) if v is not None}
+        verdict = release(hours=hours if hours is not None or chunks is not None else 1.0, device=device, chunks=chunks,
+                          out=out or Path("runs/release"), ship=ship, chunk_overrides=overrides)
+        typer.echo(f"candidate: {verdict['candidate']} (v{verdict['version']}, {verdict['chunks']} chunk(s), "
+                   f"{verdict['hours']:.2f} h)")
+        typer.echo(f"gate: {verdict['reason']}" + ("; shipped" if verdict["shipped"] else ""))
+        return
+    if any(v is not None for v in (hours, chunks, n, epochs)) or ship:
+        raise PomonaError("--hours, --chunks, --n, --epochs and --ship belong to `pomona recipe release`")
     from pomona.pipeline.recipe import run_recipe
 
-    typer.echo(f"report: {run_recipe(name, out)}")
+    overrides = {"train": {"device": device}} if device else None
+    typer.echo(f"report: {run_recipe(name, out, overrides=overrides)}")
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list (name, version, default, task, "
+                                                               "imgsz, files, sizes, card)."),
+           card: bool = typer.Option(True, "--card/--no-card", help="Print each model's card after the table.")) -> None:
+    """The models shipped with pomona: name, version, default, task, input size, file sizes and card."""
+    from pomona.models import shipped_models
+
+    found = [m.summary() for m in shipped_models()]
+    if as_json:
+        typer.echo(json.dumps(found, sort_keys=True))
+        return
+    if not found:
+        raise PomonaError("no shipped models are installed with this pomona")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="shipped models")
+    for col in ("name", "version", "default", "task", "imgsz", "files (MB)", "real dev mask mAP50"):
+        table.add_column(col)
+    for m in found:
+        sizes = ", ".join(f"{k} {v}" for k, v in m["size_mb"].items())
+        table.add_row(m["name"], str(m["version"]), "yes" if m["default"] else "", m["task"], str(m["imgsz"]), sizes,
+                      "-" if m["real_dev_mask_map50"] is None else f"{m['real_dev_mask_map50']:.3f}")
+    Console().print(table)
+    if card:
+        for m in found:
+            typer.echo("\n" + Path(m["card"]).read_text())
 
 
 @app.command()
 def demo(
-    model: Optional[Path] = typer.Option(None, help="Model (.onnx, .engine, .pt); default: the quickstart's."),
+    model: Optional[str] = typer.Option(None, help="Model (.onnx, .engine, .pt) or a shipped model's name; default: "
+                                                   "the default shipped model (`pomona models`)."),
     host: str = typer.Option("127.0.0.1", help="Bind address; 0.0.0.0 exposes the demo on the robot's network."),
     port: int = typer.Option(7860),
 ) -> None:

@@ -158,6 +158,15 @@ class DataSpec:
             raise PomonaError(f"split '{split}' of {self.yaml_path} holds no images")
         return self.splits[split]
 
+    def label_kind(self, split: str) -> str:
+        """``polygons`` when every label line of the split is a polygon, ``boxes`` when any is a box only
+        (``class cx cy w h``, as in many public orchard datasets); a split without labels counts as polygons."""
+        for image in self.images(split):
+            path = label_path(image)
+            if path.is_file() and any(len(line.split()) == 5 for line in path.read_text().splitlines()):
+                return "boxes"
+        return "polygons"
+
 
 def _resolve_entry(entry: str, root: Path, yaml_path: Path) -> list[Path]:
     p = Path(entry)

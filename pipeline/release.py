@@ -1,0 +1,259 @@
+"""The release recipe: keep training the shipped model on fresh renders, chunk by chunk, and gate the result.
+
+``pomona recipe release [--hours H] [--device D] [--chunks K] [--ship]``:
+
+1. Start from the shipped model (or any .pt with a card) and read its card: which seeds its images came from.
+2. Each chunk renders ``n`` new images from the next unused seeds (the data never repeats), trains from the
+   previous chunk's weights, averages its last epochs and scores itself (own synthetic val, real dev photos).
+3. Chunks run until ``--hours`` (the run folder's total, across restarts) or ``--chunks`` is spent.
+4. The last chunk's model becomes a candidate folder with its card (``OUT/candidate/NAME``). It replaces the
+   shipped model (``--ship``) only when it beats it on the real dev photos, both measured in this run, by more
+   than the recipe's measured noise. The photos are only ever evaluated on, never trained on or selected from.
+
+Everything resumes: a finished chunk is never redone (``OUT/state.json``), a rendered chunk is not re-rendered,
+and an interrupted training continues from its ``last.pt`` (Ultralytics' resume).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from pomona import atomic
+from pomona.errors import PomonaError
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Base:
+    """The model a release run continues: its weights (.pt), name, version and card."""
+
+    weights: Path
+    name: str
+    version: int
+    card: dict
+
+
+def read_card(weights: Path) -> dict:
+    """The card inside a checkpoint (``pomona_card``), or the shipped ``card.json`` beside it."""
+    beside = Path(weights).parent / "card.json"
+    if beside.is_file():
+        import json
+
+        return json.loads(beside.read_text())
+    import torch
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    card = ckpt.get("pomona_card") if isinstance(ckpt, dict) else None
+    if not card:
+        raise PomonaError(f"{weights} has no model card: a release continues a shipped model or a packaged candidate")
+    return card
+
+
+def load_base(model: str) -> Base:
+    from pomona.pipeline.weights import find_weights
+
+    weights = find_weights(model, "model")
+    card = read_card(weights)
+    return Base(weights=Path(weights), name=card["name"], version=int(card["version"]), card=card)
+
+
+def next_free_seed(card: dict) -> int:
+    """The first seed above every seed range the model's images came from, rounded up to a round number."""
+    ends = [int(b) for _, b in card["data"]["seeds"]] or [0]
+    return -(-max(ends) // 1000) * 1000
+
+
+# --- state -------------------------------------------------------------------------------------------
+
+
+def load_state(out: Path, base: Base) -> dict:
+    import json
+
+    path = out / "state.json"
+    if not path.is_file():
+        return {"base": {"name": base.name, "version": base.version, "weights": str(base.weights)},
+                "next_seed": next_free_seed(base.card), "chunks": [], "seconds": 0.0}
+    state = json.loads(path.read_text())
+    if (state["base"]["name"], state["base"]["version"]) != (base.name, base.version):
+        raise PomonaError(f"{out} holds a release run of {state['base']['name']} v{state['base']['version']}, not "
+                          f"{base.name} v{base.version}; pass another --out or remove it")
+    return state
+
+
+def save_state(out: Path, state: dict) -> None:
+    atomic.write_json(out / "state.json", state)
+
+
+def budget_allows(state: dict, hours: float | None, chunks: int | None, started: float) -> bool:
+    """Start another chunk? Within ``chunks``, and when the last chunk's duration still fits in ``hours``."""
+    done = len(state["chunks"])
+    if chunks is not None and done >= chunks:
+        return False
+    if hours is None or not done:
+        return chunks is not None or not done  # no limits at all: one chunk
+    spent = state["seconds"] + (time.time() - started)
+    return spent + state["chunks"][-1]["hours"] * 3600 <= hours * 3600
+
+
+# --- one chunk ---------------------------------------------------------------------------------------
+
+
+def render_chunk(folder: Path, seed: int, cfg: dict) -> Path:
+    """Render, label (renderer ground truth) and split the chunk's images; returns its data.yaml (kept on resume)."""
+    from pomona.pipeline.annotate import annotate
+    from pomona.pipeline.generate import generate_procedural
+    from pomona.pipeline.prompts import load_prompts
+    from pomona.pipeline.split import split
+
+    data = folder / "data"
+    if (data / "data.yaml").is_file():
+        return data / "data.yaml"
+    if data.exists():  # rendered but not yet labelled and split: labels are quick, redo them from scratch
+        shutil.rmtree(data)
+    size = cfg.get("size", 640)
+    generate_procedural(data, int(cfg["n"]), (size, size), seed, load_prompts(cfg.get("prompts")))
+    annotate(data, labeler="gt")
+    return split([data], val=float(cfg.get("val", 0.1)), seed=0).data_yaml
+
+
+def train_chunk(folder: Path, data_yaml: Path, start: Path, cfg: dict, train_cfg: dict, average_last: int,
+                device: str | None) -> Path:
+    """Train from ``start`` (or resume an interrupted chunk) and return the chunk's weight-averaged model."""
+    from pomona.pipeline.average import average_last_epochs
+    from pomona.pipeline.train import train
+
+    args = dict(train_cfg)
+    trained = folder / "trained.json"  # written once training has finished: a finished run cannot be resumed
+    if trained.is_file():
+        pass
+    elif (folder / "weights" / "last.pt").is_file():
+        console.print(f"resuming the interrupted training in {folder}")
+        train(data_yaml, model=str(folder / "weights" / "last.pt"), out=folder, device=device, resume=True,
+              ema_decay=args.get("ema_decay"), ema_tau=args.get("ema_tau"))
+    else:
+        train(data_yaml, model=str(start), epochs=int(cfg["epochs"]), out=folder, device=device, **args)
+    atomic.write_json(trained, {"start": str(start), "epochs": int(cfg["epochs"])})
+    if average_last > 1 and int(cfg["epochs"]) > 1:
+        return average_last_epochs(folder, min(average_last, int(cfg["epochs"])))[0]
+    return folder / "weights" / "best.pt"
+
+
+def run_chunk(k: int, seed: int, start: Path, cfg: dict, out: Path, device: str | None, real: Path | None) -> dict:
+    """One chunk, start to finish; returns its record for the state and the card."""
+    from pomona.pipeline.devices import normalize_device
+    from pomona.pipeline.evaluate import evaluate_model
+    from pomona.pipeline.procedural import RENDERER_VERSION
+
+    chunk_cfg, train_cfg = cfg["chunk"], dict(cfg["train"])
+    imgsz = int(train_cfg.pop("imgsz", 416))
+    folder = out / f"chunk-{k}"
+    t0 = time.perf_counter()
+    console.rule(f"[bold]chunk {k}: {chunk_cfg['n']} new images from seed {seed}, {chunk_cfg['epochs']} epochs")
+    data_yaml = render_chunk(folder, seed, chunk_cfg)
+    weights = train_chunk(folder, data_yaml, start, chunk_cfg, dict(train_cfg, imgsz=imgsz),
+                          int(cfg.get("average_last", 0)), device)
+    synthetic = evaluate_model(weights, data_yaml, "val", imgsz, folder / "eval-synthetic-val")
+    real_result = evaluate_model(weights, real, "val", imgsz, folder / "eval-real-dev") if real else None
+    from pomona.dataset import read_data_yaml
+
+    train_images = len(read_data_yaml(data_yaml).images("train"))
+    dev = normalize_device(device)
+    return {"chunk": k, "from": Path(start).name, "recipe": "release", "seeds": [seed, seed + int(chunk_cfg["n"])],
+            "images": int(chunk_cfg["n"]), "train_images": train_images, "epochs": int(chunk_cfg["epochs"]),
+            "imgsz": imgsz, "images_seen": train_images * int(chunk_cfg["epochs"]),
+            "device": "cpu" if dev == "cpu" else dev, "hours": round((time.perf_counter() - t0) / 3600, 4),
+            "renderer_version": RENDERER_VERSION, "weights": str(weights),
+            "synthetic_mask_map50": round(synthetic["mask"]["map50"], 4),
+            "real_mask_map50": round(real_result["mask"]["map50"], 4) if real_result else None,
+            "synthetic_val": synthetic, "real_dev": real_result}
+
+
+# --- the whole run -----------------------------------------------------------------------------------
+
+
+def release(hours: float | None = 1.0, device: str | None = None, chunks: int | None = None,
+            out: Path = Path("runs/release"), ship: bool = False, recipe: str | Path = "release",
+            real: Path | None = None, chunk_overrides: dict | None = None) -> dict:
+    """Run chunks within the budget, package the candidate, gate it against the base; returns the verdict."""
+    from pomona.pipeline.recipe import default_real, load_recipe
+
+    cfg = load_recipe(recipe)
+    cfg["chunk"] = dict(cfg["chunk"], **(chunk_overrides or {}))
+    if hours is not None and hours <= 0:
+        raise PomonaError(f"--hours must be positive, got {hours}")
+    real = Path(real) if real else default_real()
+    base = load_base(str(cfg["model"]))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_state(out, base)
+    started = time.time()
+    while budget_allows(state, hours, chunks, started):
+        k = len(state["chunks"]) + 1
+        start = Path(state["chunks"][-1]["weights"]) if state["chunks"] else base.weights
+        record = run_chunk(k, state["next_seed"], start, cfg, out, device, real)
+        state["chunks"].append({key: v for key, v in record.items() if key not in ("synthetic_val", "real_dev")})
+        state["last_scores"] = {"synthetic_val": record["synthetic_val"], "real_dev": record["real_dev"]}
+        state["next_seed"] = record["seeds"][1]
+        state["seconds"] += time.time() - started
+        started = time.time()
+        save_state(out, state)
+    if not state["chunks"]:
+        raise PomonaError("no chunk fits in the budget (--hours / --chunks)")
+    return finish(out, base, state, cfg, real, ship)
+
+
+def finish(out: Path, base: Base, state: dict, cfg: dict, real: Path | None, ship: bool) -> dict:
+    """Package the last chunk's model as a candidate with its card and decide whether it may replace the base."""
+    from pomona.models import MODELS_DIR
+    from pomona.pipeline.card import build_card, package_model, scores_of
+    from pomona.pipeline.evaluate import evaluate_model
+
+    last = state["chunks"][-1]
+    noise = float(cfg.get("noise", 0.0))
+    if real and "base_real" not in state:  # the base, scored in this run on the same photos as the candidate
+        state["base_real"] = evaluate_model(base.weights, real, "val", last["imgsz"], out / "eval-base-real-dev")
+        save_state(out, state)
+    scores = {"synthetic_val": scores_of(state["last_scores"]["synthetic_val"]),
+              "real_dev": scores_of(state["last_scores"]["real_dev"])}
+    verdict = gate(scores["real_dev"], scores_of(state.get("base_real")), noise)
+    scores["noise"] = f"a candidate must beat the model it continues by more than {noise} real mask mAP50 (measured noise)"
+    chunks = list(base.card["training"]["chunk_list"]) + [dict(c, chunk=len(base.card["training"]["chunk_list"]) + i)
+                                                          for i, c in enumerate(state["chunks"])]
+    for c in chunks:
+        c.pop("weights", None)
+    card = build_card(base.name, base.version + 1, chunks, scores, last["imgsz"], "release",
+                      notes=f"Continued from {base.name} v{base.version}. Gate: {verdict['reason']}")
+    candidate = package_model(Path(last["weights"]), card, out / "candidate" / base.name)
+    verdict.update(candidate=str(candidate), version=base.version + 1, chunks=len(state["chunks"]),
+                   hours=round(sum(c["hours"] for c in state["chunks"]), 3), shipped=False)
+    if ship and verdict["beats"]:
+        install_model(candidate, MODELS_DIR / base.name)
+        verdict["shipped"] = True
+    atomic.write_json(out / "verdict.json", verdict)
+    return verdict
+
+
+def gate(candidate: dict | None, base: dict | None, noise: float) -> dict:
+    """Does the candidate beat the base on the real dev photos (mask mAP50) by more than ``noise``?"""
+    if not candidate or not base:
+        return {"beats": False, "reason": "no real dev photos to compare on: nothing is shipped without them"}
+    c, b = candidate["mask"]["map50"], base["mask"]["map50"]
+    beats = c - b > noise
+    word = "beats" if beats else "does not beat"
+    return {"beats": beats, "candidate_real_mask_map50": c, "base_real_mask_map50": b, "delta": round(c - b, 4),
+            "noise": noise, "reason": f"candidate {c:.3f} vs base {b:.3f} on the real dev photos: {word} it by more "
+                                      f"than the noise {noise}"}
+
+
+def install_model(candidate: Path, dest: Path) -> Path:
+    """Replace a shipped model folder by a candidate folder (whole, or not at all)."""
+    with atomic.atomic_dir(dest) as tmp:
+        for f in Path(candidate).iterdir():
+            shutil.copy2(f, tmp / f.name)
+    return dest
