@@ -6,7 +6,9 @@ workstation and is imported lazily. Every backend reports its model facts as a :
 
 from __future__ import annotations
 
+import re
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,7 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=provider_args)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-            raise PomonaError(f"cannot load ONNX model {path}: {first_line(e)}") from None
+            raise PomonaError(f"cannot load ONNX model {path}: {_onnx_problem(path, e)}") from None
         self.info: ModelInfo = from_onnx_props(self.session.get_modelmeta().custom_metadata_map, str(path))
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -82,6 +84,29 @@ class OnnxBackend:
     def __call__(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pred, protos = self.session.run(self.output_names, {self.input_name: blob.astype(self.input_dtype, copy=False)})
         return pred, protos
+
+
+def _onnx_problem(path: Path, e: Exception) -> str:
+    """onnxruntime's error for a broken file, in the words a user needs ("truncated", "empty")."""
+    message = first_line(e)
+    if path.stat().st_size == 0:
+        return "empty file"
+    if "INVALID_PROTOBUF" in message or "Protobuf parsing failed" in message:
+        return "not an ONNX model, or a truncated copy of one (protobuf parsing failed)"
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", message)
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """What is visibly wrong with a .pt before torch reads it (torch says "Invalid argument" for a cut zip)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not head:
+        return "empty file"
+    if head == b"PK" and not zipfile.is_zipfile(path):  # torch checkpoints are zip archives, their index at the end
+        return "truncated checkpoint (incomplete zip archive; copy the file again)"
+    if head != b"PK" and head[:1] != b"\x80":  # neither a zip nor a legacy pickle checkpoint
+        return "not a PyTorch checkpoint"
+    return None
 
 
 class TensorRTBackend:
@@ -190,10 +215,14 @@ class UltralyticsBackend:
         except ImportError:
             raise PomonaError("the ultralytics backend needs the pipeline extras (pip install 'pomona[pipeline]')") from None
         give_ultralytics_every_core()
+        problem = _checkpoint_problem(path)
+        if problem:
+            raise PomonaError(f"cannot load {path}: {problem}")
         try:
             self.model = YOLO(str(path), task="segment")
         except Exception as e:
-            raise PomonaError(f"cannot load {path} with Ultralytics: {first_line(e)}") from None
+            detail = re.sub(r"^ERROR\W*", "", first_line(e))  # Ultralytics' own prefix would read "error: ERROR"
+            raise PomonaError(f"cannot load {path} with Ultralytics: {detail}") from None
         if getattr(self.model, "task", None) != "segment":
             raise PomonaError(f"{path} is a {self.model.task} model, pomona needs a segmentation model")
         inner = getattr(self.model, "model", None)

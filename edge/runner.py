@@ -2,38 +2,108 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import cv2
+import numpy as np
 
 from pomona.edge.draw import draw_instances
 from pomona.edge.predictor import Predictor
 from pomona.edge.records import frame_record
 from pomona.edge.sources import FrameSource
 from pomona.errors import PomonaError
+from pomona.instances import Instances
 
 MAX_SIDE = 4096  # larger frames are scaled down first: full-resolution masks of a 50 MP frame would not fit in memory
 
 
 class _JsonlWriter:
-    """One complete line per frame, flushed at once: an interrupted run leaves valid JSON Lines."""
+    """JSON Lines that hold only complete lines, whatever stops the run (Ctrl-C, SIGTERM, SIGKILL, full disk).
+
+    Each record is encoded whole and handed to the kernel in one ``os.write`` on an O_APPEND descriptor,
+    so there is no user-space buffer to lose or to flush half of. A short write (the disk filled
+    mid-line) is cut back off the file at once. Only a SIGKILL that lands inside that one write call,
+    between two pages, can still tear the last line; nothing in user space can prevent that.
+    """
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         try:
-            self.f = open(path, "w", encoding="utf-8")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
         except OSError as e:
-            raise PomonaError(f"cannot write {path}: {e.strerror or e}") from None
+            raise _write_error(path, e) from None
+        self.size = 0  # bytes of complete lines in the file: where a torn line gets cut back to
 
     def write(self, record: dict) -> None:
-        self.f.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self.f.flush()
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        done = 0
+        try:
+            while done < len(line):  # one call, unless the disk fills mid-line (then the next one fails)
+                n = os.write(self.fd, line[done:])
+                if n == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
+        except OSError as e:
+            os.ftruncate(self.fd, self.size)  # whole lines or nothing: frames already written stay valid
+            raise _write_error(self.path, e) from None
+        self.size += done
 
     def close(self) -> None:
-        self.f.close()
+        try:  # an interrupt between os.write and the bookkeeping above may leave a torn tail: cut it
+            end = os.fstat(self.fd).st_size
+            if end > self.size:
+                tail = os.pread(self.fd, end - self.size, self.size)
+                os.ftruncate(self.fd, self.size + tail.rfind(b"\n") + 1)
+        except OSError:
+            pass  # best effort: closing must not mask the error that ended the run
+        finally:
+            os.close(self.fd)
+
+
+def _write_error(path: Path, e: OSError) -> PomonaError:
+    """A full disk is the field failure worth its own words; anything else keeps the OS's."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PomonaError(f"disk full writing {path}")
+    return PomonaError(f"cannot write {path}: {e.strerror or e}")
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd stop, docker stop, a supervisor) delivered as the interrupt Ctrl-C already is."""
+
+
+@contextlib.contextmanager
+def _sigterm_ends_run() -> Iterator[list[str]]:
+    """While the run loops, SIGTERM stops it the way Ctrl-C does (outputs closed, summary returned)
+    instead of killing it mid-frame. Yields a list that names the signal once one arrived.
+
+    Only the main thread may set handlers; a run in another thread keeps the default (process dies,
+    JSONL still whole lines). A second SIGTERM during the clean-up is ignored, not a second interrupt.
+    """
+    got: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum, frame):
+        if not got:
+            got.append("SIGTERM")
+            raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _FpsMeter:
@@ -49,11 +119,57 @@ class _FpsMeter:
         return True
 
 
+class _AnnotatedOutput:
+    """Annotated frames into ``out``: one .mp4 (``save_video``) or one image per frame."""
+
+    def __init__(self, out: Path, save_video: bool, source: str, fps: float, show_ids: bool):
+        self.out, self.save_video, self.show_ids = out, save_video, show_ids
+        self.video_path = out / (_stem(source) + "_pomona.mp4") if save_video else None
+        self.rate = fps if 0 < fps <= 240 else 15.0
+        self.video = None
+        self.video_size = (0, 0)
+
+    def write(self, image: np.ndarray, inst: Instances, name: str) -> None:
+        annotated = draw_instances(image, inst, show_ids=self.show_ids)
+        if self.save_video:
+            self._write_video(annotated)
+            return
+        from pomona.atomic import write_image
+
+        path = self.out / (name if Path(name).suffix else name + ".jpg")
+        try:
+            write_image(path, annotated)
+        except OSError as e:  # a full card ends the run with one line, not a traceback
+            raise _write_error(path, e) from None
+
+    def _write_video(self, annotated: np.ndarray) -> None:
+        if self.video is None:
+            self.video_path.parent.mkdir(parents=True, exist_ok=True)
+            self.video_size = (annotated.shape[1], annotated.shape[0])
+            self.video = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.rate,
+                                         self.video_size)
+            if not self.video.isOpened():
+                raise PomonaError(f"cannot write video {self.video_path}")
+        if (annotated.shape[1], annotated.shape[0]) != self.video_size:  # a live camera may change mode
+            annotated = cv2.resize(annotated, self.video_size)
+        self.video.write(annotated)
+
+    def close(self) -> None:
+        if self.video is not None:
+            self.video.release()
+
+
 def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, imgsz: int | None = None,
         out: Path | None = None, save_video: bool = False, jsonl: Path | None = None, track: bool = False,
         backend: str = "auto", max_frames: int | None = None, polygons: bool = True, quiet: bool = False,
         source_kwargs: dict | None = None) -> dict:
-    """Process ``source`` until it ends (or Ctrl-C / ``max_frames``); returns a summary dict."""
+    """Process ``source`` until it ends (or Ctrl-C / SIGTERM / ``max_frames``); returns a summary dict.
+
+    SIGTERM ends the run like Ctrl-C: outputs closed, summary returned, ``signal`` in it names which
+    ("SIGINT" or "SIGTERM"; None when the source ended), so the CLI can exit 143 (128 + 15) for SIGTERM.
+    Unreadable images in a folder are skipped and counted (``skipped``, ``skipped_files``: the first
+    sources.SKIPPED_KEPT names); a full disk ends the run with a PomonaError and leaves complete JSONL lines only.
+    """
     predictor = Predictor(model, backend=backend, conf=conf, iou=iou, imgsz=imgsz)
     tracker = None
     if track:
@@ -64,90 +180,97 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
         out = Path("runs/edge")
     src = FrameSource(source, **(source_kwargs or {}))
     writer = _JsonlWriter(Path(jsonl)) if jsonl else None
-    video = None
-    video_path = None
-    video_size = (0, 0)
-    n = apples = 0
-    interrupted = False
+    drawn = _AnnotatedOutput(Path(out), save_video, source, src.fps, tracker is not None) if out is not None else None
+    n = apples = named_skips = 0
+    stopped_by = None
     warned_scale = False
     fps = _FpsMeter()
     t_start = time.perf_counter()
-    try:
-        for frame in src:
-            image, scale = frame.image, 1.0
-            if max(image.shape[:2]) > MAX_SIDE:
-                scale = MAX_SIDE / max(image.shape[:2])
-                image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-                if not warned_scale:
-                    print(f"pomona: frames of {frame.image.shape[1]}x{frame.image.shape[0]} are scaled to "
-                          f"{image.shape[1]}x{image.shape[0]} (coordinates in JSONL are in the scaled frame)",
-                          file=sys.stderr)
-                    warned_scale = True
-            inst = predictor(image)
-            if tracker is not None:
-                inst = tracker.update(inst)
-            apples += len(inst)
+    with _sigterm_ends_run() as signalled:
+        try:
+            for frame in src:
+                image, scale = _fit(frame.image, warn=not warned_scale)
+                warned_scale = warned_scale or scale != 1.0
+                inst = predictor(image)
+                if tracker is not None:
+                    inst = tracker.update(inst)
+                apples += len(inst)
+                if writer is not None:
+                    extra = {"scale": scale} if scale != 1.0 else {}
+                    if tracker is not None:
+                        extra["distinct_apples"] = tracker.count
+                    if src.live:
+                        extra["dropped"] = src.dropped
+                    writer.write(frame_record(frame.index, frame.timestamp, inst, frame.name,
+                                              predictor.last_timings, polygons, extra))
+                if drawn is not None:
+                    drawn.write(image, inst, frame.name)
+                n += 1
+                named_skips = _name_skips(src, named_skips, quiet)
+                if not quiet and fps.tick(n):
+                    _progress(n, fps.fps, len(inst), tracker, src)
+                if max_frames is not None and n >= max_frames:
+                    break
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, above) is how a live run ends: finish the outputs cleanly
+            stopped_by = signalled[0] if signalled else "SIGINT"
+        finally:
+            if not quiet and fps.n_last:  # end the live FPS line, so an error or the summary starts a line
+                print("", file=sys.stderr)
+            src.close()
             if writer is not None:
-                extra = {"scale": scale} if scale != 1.0 else {}
-                if tracker is not None:
-                    extra["distinct_apples"] = tracker.count
-                if src.live:
-                    extra["dropped"] = src.dropped
-                writer.write(frame_record(frame.index, frame.timestamp, inst, frame.name, predictor.last_timings,
-                                          polygons, extra))
-            if out is not None:
-                annotated = draw_instances(image, inst, show_ids=tracker is not None)
-                if save_video:
-                    if video is None:
-                        video_path = Path(out) / (_stem(source) + "_pomona.mp4")
-                        video_path.parent.mkdir(parents=True, exist_ok=True)
-                        rate = src.fps if 0 < src.fps <= 240 else 15.0
-                        video = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), rate,
-                                                (annotated.shape[1], annotated.shape[0]))
-                        video_size = (annotated.shape[1], annotated.shape[0])
-                        if not video.isOpened():
-                            raise PomonaError(f"cannot write video {video_path}")
-                    if (annotated.shape[1], annotated.shape[0]) != video_size:  # a live camera may change mode
-                        annotated = cv2.resize(annotated, video_size)
-                    video.write(annotated)
-                else:
-                    from pomona.atomic import write_image
-
-                    name = frame.name if Path(frame.name).suffix else frame.name + ".jpg"
-                    write_image(Path(out) / name, annotated)
-            n += 1
-            if not quiet and fps.tick(n):
-                msg = f"\rframe {n}  {fps.fps:5.1f} fps  apples {len(inst):3d}"
-                if tracker is not None:
-                    msg += f"  distinct {tracker.count}"
-                if src.live:
-                    msg += f"  dropped {src.dropped}"
-                print(msg, end="", file=sys.stderr, flush=True)
-            if max_frames is not None and n >= max_frames:
-                break
-    except KeyboardInterrupt:
-        interrupted = True  # Ctrl-C is how a live run ends: finish the outputs cleanly
-    finally:
-        src.close()
-        if writer is not None:
-            writer.close()
-        if video is not None:
-            video.release()
+                writer.close()
+            if drawn is not None:
+                drawn.close()
     elapsed = time.perf_counter() - t_start
-    if not quiet and n:
-        print("", file=sys.stderr)
+    _name_skips(src, named_skips, quiet, final=True)
     summary = {"frames": n, "apples": apples, "fps": round(n / elapsed, 2) if elapsed > 0 else 0.0,
-               "dropped": src.dropped, "reconnects": src.reconnects, "interrupted": interrupted,
+               "dropped": src.dropped, "reconnects": src.reconnects, "interrupted": stopped_by is not None,
+               "signal": stopped_by, "skipped": src.skipped, "skipped_files": [f for f, _ in src.skipped_files],
                "backend": predictor.backend_name, "device": predictor.device, "model": str(model)}
     if tracker is not None:
         summary["distinct_apples"] = tracker.count
-    if video_path is not None:
-        summary["video"] = str(video_path)
+    if drawn is not None and drawn.video is not None:
+        summary["video"] = str(drawn.video_path)
     elif out is not None:
         summary["out"] = str(out)
     if jsonl:
         summary["jsonl"] = str(jsonl)
     return summary
+
+
+def _fit(image: np.ndarray, warn: bool) -> tuple[np.ndarray, float]:
+    """Frames larger than MAX_SIDE scaled down (and said so once); returns the frame and its scale."""
+    if max(image.shape[:2]) <= MAX_SIDE:
+        return image, 1.0
+    scale = MAX_SIDE / max(image.shape[:2])
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if warn:
+        print(f"pomona: frames of {image.shape[1]}x{image.shape[0]} are scaled to {small.shape[1]}x{small.shape[0]} "
+              f"(coordinates in JSONL are in the scaled frame)", file=sys.stderr)
+    return small, scale
+
+
+def _name_skips(src: FrameSource, named: int, quiet: bool, final: bool = False) -> int:
+    """Name each newly skipped file once on stderr (the source keeps SKIPPED_KEPT names); returns how many
+    are named so far. ``final``: also say how many went unnamed."""
+    new = src.skipped_files[named:]
+    named += len(new)
+    if quiet:
+        return named
+    for name, why in new:  # \r + padding: overwrite the live FPS line rather than glue onto it
+        print(f"\rpomona: skipped {name} ({why})".ljust(60), file=sys.stderr)
+    if final and src.skipped > named:
+        print(f"pomona: skipped {src.skipped - named} more unreadable files", file=sys.stderr)
+    return named
+
+
+def _progress(n: int, fps: float, count: int, tracker, src: FrameSource) -> None:
+    msg = f"\rframe {n}  {fps:5.1f} fps  apples {count:3d}"
+    if tracker is not None:
+        msg += f"  distinct {tracker.count}"
+    if src.live:
+        msg += f"  dropped {src.dropped}"
+    print(msg, end="", file=sys.stderr, flush=True)
 
 
 def _stem(source: str) -> str:

@@ -1,6 +1,7 @@
 """Frame sources: video file, image folder/file, USB camera, RTSP/HTTP stream, GStreamer pipeline.
 
 Capture runs in its own thread. Files and folders deliver every frame in order (bounded queue);
+an unreadable image in a folder (empty, truncated, not an image) is skipped and counted, not fatal;
 live sources keep only the newest frame (a slow model never works on stale frames; overwritten
 frames are counted as dropped) and reconnect a few times when the camera drops out, then fail
 with a clear error. Every wait has a timeout, so nothing hangs.
@@ -22,6 +23,7 @@ import numpy as np
 from pomona.errors import PomonaError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+SKIPPED_KEPT = 20  # names of skipped files kept for the summary; the count covers all of them
 _END = object()
 
 
@@ -39,6 +41,29 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
     return (f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
             f"framerate={fps}/1 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! "
             f"appsink drop=true max-buffers=1 sync=false")
+
+
+def read_image(path: Path) -> tuple[np.ndarray | None, str]:
+    """``(BGR image, "")``, or ``(None, why)`` for a file that is not a whole, decodable image."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:  # vanished, unreadable, a directory named like an image
+        return None, e.strerror or str(e)
+    if not data:
+        return None, "empty file"
+    if _truncated(data):
+        return None, "truncated"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return (image, "") if image is not None else (None, "not a decodable image")
+
+
+def _truncated(data: bytes) -> bool:
+    """A cut-off JPEG still decodes (libjpeg pads it with gray and only warns), so look for its end ourselves."""
+    if data[:2] == b"\xff\xd8":  # JPEG: the end-of-image marker must follow the last start-of-scan marker
+        return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")  # entropy-coded data never holds either
+    if data[:8] == b"\x89PNG\r\n\x1a\n":  # PNG: the IEND chunk (constant CRC) closes every whole file
+        return data.rfind(b"IEND\xaeB`\x82") < 0
+    return False
 
 
 def classify(spec: str) -> str:
@@ -104,6 +129,8 @@ class FrameSource:
         self.retries, self.retry_delay, self.frame_timeout = retries, retry_delay, frame_timeout
         self.dropped = 0
         self.reconnects = 0
+        self.skipped = 0  # unreadable images passed over (folders)
+        self.skipped_files: list[tuple[str, str]] = []  # (name, why) of the first SKIPPED_KEPT of them
         self.fps = 0.0
         self._opener = opener or (lambda: open_capture(self.spec, self.kind))
         self._stop = threading.Event()
@@ -158,14 +185,32 @@ class FrameSource:
         return False
 
     def _produce_images(self) -> None:
-        for i, path in enumerate(self._images):
+        delivered = 0
+        for i, path in enumerate(self._images):  # i stays the position in the folder: skips leave gaps
             t0 = time.perf_counter()
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image, why = read_image(path)
             ms = (time.perf_counter() - t0) * 1e3
-            if image is None:
-                raise PomonaError(f"cannot read image {path}")
+            if image is None:  # one bad file (a camera cut off mid-write) must not end a field run
+                self._skip(path, why)
+                continue
             if not self._put(Frame(i, float(i), image, path.name, ms)):
                 return
+            delivered += 1
+        if not delivered:
+            self._fail_unreadable()
+
+    def _skip(self, path: Path, why: str) -> None:
+        if len(self.skipped_files) < SKIPPED_KEPT:
+            self.skipped_files.append((path.name, why))
+        self.skipped += 1  # after the name: a reader that sees the count also sees the name
+
+    def _fail_unreadable(self) -> None:
+        """Nothing readable at all is a wrong source, not bad luck: one clear error."""
+        name, why = self.skipped_files[0]
+        if self.kind == "image":
+            raise PomonaError(f"cannot read image {self.spec}: {why}")
+        more = f" (and {self.skipped - 1} more)" if self.skipped > 1 else ""
+        raise PomonaError(f"none of the {self.skipped} images in {self.spec} could be read: {name}: {why}{more}")
 
     def _produce_video(self) -> None:
         i = 0
