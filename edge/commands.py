@@ -37,18 +37,27 @@ def run(
                          track=track, backend=backend, max_frames=max_frames, polygons=not no_polygons)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
+        _exit_for_signal(summary)
         return
     line = f"{summary['frames']} frames, {summary['apples']} apple detections, {summary['fps']} fps"
     if "distinct_apples" in summary:
         line += f", {summary['distinct_apples']} distinct apples"
     if summary["dropped"]:
         line += f", {summary['dropped']} stale frames dropped"
+    if summary.get("skipped"):
+        line += f", {summary['skipped']} unreadable files skipped"
     if summary["interrupted"]:
-        line += " (stopped by Ctrl-C)"
+        line += " (stopped by SIGTERM)" if summary.get("signal") == "SIGTERM" else " (stopped by Ctrl-C)"
     typer.echo(line)
     for key in ("video", "out", "jsonl"):
         if key in summary:
             typer.echo(f"{key}: {summary[key]}")
+    _exit_for_signal(summary)
+
+
+def _exit_for_signal(summary: dict) -> None:
+    if summary.get("signal") == "SIGTERM":
+        raise typer.Exit(143)  # 128 + SIGTERM: a supervisor sees the run was stopped; its outputs are complete
 
 
 def bench(

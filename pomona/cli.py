@@ -315,7 +315,7 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=args, prog_name="pomona", standalone_mode=False)
+        code = app(args=args, prog_name="pomona", standalone_mode=False)
     except PomonaError as e:
         typer.echo(f"error: {e}", err=True)
         raise SystemExit(2) from None
@@ -329,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
             e.show()
             raise SystemExit(e.exit_code) from None
         raise
+    if isinstance(code, int) and code:  # a command's typer.Exit(N): click hands N back in non-standalone mode
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
