@@ -184,3 +184,46 @@ def package_model(weights: Path, card: dict, dest: Path, latency_frames: int = 4
         atomic.write_json(tmp / "card.json", card)
         atomic.write_text(tmp / "card.md", card_markdown(card))
     return Path(dest)
+
+
+def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
+    """The first chunk of a model trained from scratch by a recipe run (e.g. ``runs/sim2real``) and its scores,
+    read from the run's ``results.json`` and Ultralytics' ``args.yaml``."""
+    import yaml
+
+    from pomona.pipeline.procedural import RENDERER_VERSION
+    from pomona.pipeline.recipe import load_recipe
+
+    run = Path(run)
+    try:
+        results = json.loads((run / "results.json").read_text())
+        args = yaml.safe_load((run / "args.yaml").read_text())
+    except OSError as e:
+        raise PomonaError(f"{run} is not a finished recipe run ({e.strerror}: {e.filename})") from None
+    recipe = load_recipe(results["recipe"])
+    seed, n = int(recipe["generate"].get("seed", 0)), int(results["generate"]["images"])
+    train_images = int(results["split"]["train"])
+    chunk = {"chunk": 0, "from": f"{Path(str(args['model'])).name} (from scratch)", "recipe": results["recipe"],
+             "seeds": [seed, seed + n], "images": n, "train_images": train_images, "epochs": int(args["epochs"]),
+             "imgsz": int(args["imgsz"]), "images_seen": train_images * int(args["epochs"]),
+             "device": "cpu" if str(args.get("device", "cpu")) == "cpu" else str(args["device"]),
+             "hours": round(results["seconds"]["total"] / 3600, 4), "renderer_version": RENDERER_VERSION,
+             "arch": Path(str(args["model"])).stem,
+             "synthetic_mask_map50": round(results["synthetic_val"]["mask"]["map50"], 4),
+             "real_mask_map50": round(results["real_dev"]["mask"]["map50"], 4) if results.get("real_dev") else None}
+    scores = {"synthetic_val": scores_of(results["synthetic_val"]), "real_dev": scores_of(results.get("real_dev"))}
+    return chunk, scores
+
+
+def package_recipe_run(run: Path, dest: Path, name: str, version: int = 1, notes: str = "",
+                       latency_frames: int = 40) -> Path:
+    """A recipe run's ``weights/best.pt`` as a shipped model folder (how version 1 of a model is made)."""
+    chunk, scores = chunk_from_recipe_run(run)
+    card = build_card(name, version, [chunk], scores, chunk["imgsz"], chunk["recipe"], notes)
+    return package_model(Path(run) / "weights" / "best.pt", card, dest, latency_frames)
+
+
+if __name__ == "__main__":  # python -m pomona.pipeline.card RUN DEST NAME [VERSION]
+    import sys
+
+    print(package_recipe_run(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 1))

@@ -114,6 +114,7 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     tr = sections["train"]
     average_last = int(tr.pop("average_last", 0) or 0)
     t = stage(f"4/6 train {tr.get('model', 'yolo11n-seg.yaml')} for {tr.get('epochs', 30)} epochs")
+    results["train_from"] = str(tr.get("model", "yolo11n-seg.yaml"))
     best = train(sp.data_yaml, out=out, **tr)
     if average_last > 1:
         from pomona.pipeline.average import average_last_epochs
@@ -167,6 +168,9 @@ def write_report(out: Path, results: dict, real: Path | None) -> Path:
         b, m = r["box"], r["mask"]
         lines.append(f"| {label} | {r['images']} | " + " | ".join(
             _fmt(d[k]) for d in (b, m) for k in ("precision", "recall", "map50", "map50_95")) + " |")
+    start = results.get("train_from", "yolo11n-seg.yaml")
+    lines += ["", f"Training started from `{start}`: " + ("random weights (from scratch)." if start.endswith((".yaml", ".yml"))
+                                                           else "these weights (fine-tuned).")]
     if results.get("averaged_epochs"):
         ep = results["averaged_epochs"]
         lines += ["", f"Model: weight average of epochs {ep[0]}-{ep[-1]} (`weights/best.pt`; Ultralytics' own pick is "

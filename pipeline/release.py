@@ -210,7 +210,7 @@ def release(hours: float | None = 1.0, device: str | None = None, chunks: int | 
 
 def finish(out: Path, base: Base, state: dict, cfg: dict, real: Path | None, ship: bool) -> dict:
     """Package the last chunk's model as a candidate with its card and decide whether it may replace the base."""
-    from pomona.models import MODELS_DIR
+    from pomona.models import models_dir
     from pomona.pipeline.card import build_card, package_model, scores_of
     from pomona.pipeline.evaluate import evaluate_model
 
@@ -233,7 +233,7 @@ def finish(out: Path, base: Base, state: dict, cfg: dict, real: Path | None, shi
     verdict.update(candidate=str(candidate), version=base.version + 1, chunks=len(state["chunks"]),
                    hours=round(sum(c["hours"] for c in state["chunks"]), 3), shipped=False)
     if ship and verdict["beats"]:
-        install_model(candidate, MODELS_DIR / base.name)
+        install_model(candidate, models_dir() / base.name)
         verdict["shipped"] = True
     atomic.write_json(out / "verdict.json", verdict)
     return verdict

@@ -205,11 +205,13 @@ def quickstart(
     n: Optional[int] = typer.Option(None, "--n", help="Synthetic images to render (default: the recipe's)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the recipe's)."),
     imgsz: Optional[int] = typer.Option(None, help="Train/eval image size (default: the recipe's)."),
+    finetune: Optional[str] = typer.Option(None, "--finetune", help="Fine-tune this model (e.g. pomona-apple-n) "
+                                                                     "instead of training from scratch."),
 ) -> None:
     """The whole pipeline offline on CPU: render, label, split, train, evaluate, export, report."""
     from pomona.pipeline.quickstart import quickstart as run
 
-    report = run(out, real=real, n=n, epochs=epochs, imgsz=imgsz)
+    report = run(out, real=real, n=n, epochs=epochs, imgsz=imgsz, finetune=finetune)
     typer.echo(f"report: {report}")
 
 

@@ -55,8 +55,14 @@ class ShippedModel:
         }
 
 
-def shipped_models(root: Path = MODELS_DIR) -> list[ShippedModel]:
+def models_dir() -> Path:
+    """Where shipped models live: the package's ``models/`` (``$POMONA_MODELS_DIR`` overrides it, e.g. in tests)."""
+    return Path(os.environ.get("POMONA_MODELS_DIR") or MODELS_DIR)
+
+
+def shipped_models(root: Path | None = None) -> list[ShippedModel]:
     """Every complete shipped model (a folder with a card), the default first."""
+    root = root or models_dir()
     found = []
     for folder in sorted(root.glob("*/")) if root.is_dir() else []:
         card_path = folder / "card.json"
@@ -108,7 +114,7 @@ def resolve_model(spec: str | Path | None, prefer: str = "onnx") -> Path:
         model = get_model(DEFAULT_MODEL)
         if model is None:
             raise PomonaError(f"no model given and the default model {DEFAULT_MODEL} is not installed with this "
-                              f"pomona (looked in {MODELS_DIR}); pass a model path")
+                              f"pomona (looked in {models_dir()}); pass a model path")
         return model.file(prefer)
     hit = _shipped_name(str(spec))
     if hit is None:

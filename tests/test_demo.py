@@ -100,8 +100,20 @@ def runtime_count(model: Path, image: Path, conf=0.25, iou=0.7) -> int:
 # --- without a server ----------------------------------------------------------------------------------
 
 
+def test_default_model_is_the_shipped_one(tmp_path, monkeypatch):
+    from pomona.models import DEFAULT_MODEL, get_model
+
+    monkeypatch.chdir(tmp_path)
+    shipped = get_model(DEFAULT_MODEL)
+    assert shipped is not None, "the default model must ship with pomona"
+    assert demo.default_model() == shipped.file("onnx")
+    assert demo.find_models(None, tmp_path / "runs")[0] == shipped.file("onnx")
+    assert demo.build_app(None) is not None  # `pomona demo` with no --model starts on the shipped model
+
+
 def test_no_model_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POMONA_MODELS_DIR", str(tmp_path / "no-models"))  # an install without the shipped model
     with pytest.raises(PomonaError, match=r"make quickstart.*--model"):
         demo.build_app(None)
     weights = tmp_path / "runs" / "quickstart" / "weights"
@@ -131,7 +143,8 @@ def test_only_loopback_binds_quietly():
         assert "exposes the demo" in demo.exposure_warning(host)
 
 
-def test_model_dropdown_lists_run_weights(tmp_path):
+def test_model_dropdown_lists_run_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("POMONA_MODELS_DIR", str(tmp_path / "no-models"))
     for rel in ("runs/a/weights/best.onnx", "runs/a/weights/best.pt", "runs/b/weights/last.engine",
                 "runs/b/weights/notes.txt", "runs/c/export/stray.onnx"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

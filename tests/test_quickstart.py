@@ -24,6 +24,7 @@ def test_quickstart_tiny(tmp_path):
     assert (out / "eval-real-dev" / "predictions.jpg").is_file()
     report = (out / "report.md").read_text()
     assert "real dev" in report and "synthetic val" in report and "mask mAP50" in report
+    assert "Training started from `yolo11n-seg.yaml`: random weights (from scratch)." in report
     manifest = (out / "data" / "manifest.jsonl").read_text().splitlines()
     assert len(manifest) == 12
 
