@@ -1,0 +1,86 @@
+"""n or s? File size, parameters, FLOPs and CPU latency of YOLO11n-seg vs YOLO11s-seg at the shipped input size.
+
+    python benchmarks/model_size/run.py [--imgsz 416] [--runs 40]
+
+Both models are built from their Ultralytics configs with one class (weights do not change size or speed),
+exported with pomona's ONNX exporter, and timed with ONNX Runtime on this machine in alternation (n, s, n,
+s, ...) so both see the same load. Writes results.md / results.json beside this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ARCHS = ("yolo11n-seg", "yolo11s-seg")
+
+
+def build(arch: str, folder: Path, imgsz: int) -> dict:
+    import torch
+    from ultralytics.nn.tasks import SegmentationModel
+    from ultralytics.utils.torch_utils import get_flops
+
+    from pomona.export.exporter import export_model
+
+    model = SegmentationModel(f"{arch}.yaml", nc=1, verbose=False)
+    model.names = {0: "apple"}
+    pt = folder / f"{arch}.pt"
+    torch.save({"model": model.half(), "train_args": {"imgsz": imgsz, "task": "segment"}, "epoch": -1, "date": None}, pt)
+    onnx = Path(export_model(pt, format="onnx", imgsz=imgsz, parity=False)["path"])
+    return {"arch": arch, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+            "gflops": round(get_flops(model.float(), imgsz), 1), "pt_mb": round(pt.stat().st_size / 2**20, 1),
+            "onnx_mb": round(onnx.stat().st_size / 2**20, 1), "onnx": str(onnx)}
+
+
+def time_models(rows: list[dict], imgsz: int, runs: int) -> None:
+    from pomona.edge.backends import OnnxBackend
+
+    backends = [OnnxBackend(Path(r["onnx"])) for r in rows]
+    blob = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    times = [[] for _ in rows]
+    for _ in range(5):  # warm-up
+        for b in backends:
+            b(blob)
+    for _ in range(runs):
+        for i, b in enumerate(backends):
+            t0 = time.perf_counter()
+            b(blob)
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    for r, t in zip(rows, times):
+        r["infer_ms_p50"] = round(statistics.median(t), 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--imgsz", type=int, default=416)
+    ap.add_argument("--runs", type=int, default=40)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [build(a, Path(tmp), args.imgsz) for a in ARCHS]
+        time_models(rows, args.imgsz, args.runs)
+    for r in rows:
+        r.pop("onnx")
+    (HERE / "results.json").write_text(json.dumps({"imgsz": args.imgsz, "rows": rows}, indent=2) + "\n")
+    n, s = rows
+    lines = [f"# YOLO11n-seg or YOLO11s-seg for the shipped model ({args.imgsz} px)", "",
+             f"`python benchmarks/model_size/run.py --imgsz {args.imgsz}`: one class, ONNX Runtime FP32 on this machine's "
+             "CPU, the two models timed in alternation.", "",
+             "| model | params (M) | GFLOPs | .pt FP16 (MB) | .onnx FP32 (MB) | ONNX Runtime p50 (ms) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['arch']} | {r['params_m']} | {r['gflops']} | {r['pt_mb']} | {r['onnx_mb']} | {r['infer_ms_p50']} |" for r in rows]
+    lines += ["", f"s costs {s['infer_ms_p50'] / n['infer_ms_p50']:.1f}x the inference time of n and its two files "
+              f"({s['pt_mb'] + s['onnx_mb']:.0f} MB) alone exceed the 25 MB budget for the shipped set "
+              f"(n: {n['pt_mb'] + n['onnx_mb']:.0f} MB). On 2 CPU cores it would also see about a third of the images per "
+              "training hour. The shipped model is therefore n."]
+    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
