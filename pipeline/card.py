@@ -203,9 +203,10 @@ def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
     recipe = load_recipe(results["recipe"])
     seed, n = int(recipe["generate"].get("seed", 0)), int(results["generate"]["images"])
     train_images = int(results["split"]["train"])
+    epochs = _epochs_run(run, int(args["epochs"]))
     chunk = {"chunk": 0, "from": f"{Path(str(args['model'])).name} (from scratch)", "recipe": results["recipe"],
-             "seeds": [seed, seed + n], "images": n, "train_images": train_images, "epochs": int(args["epochs"]),
-             "imgsz": int(args["imgsz"]), "images_seen": train_images * int(args["epochs"]),
+             "seeds": [seed, seed + n], "images": n, "train_images": train_images, "epochs": epochs,
+             "imgsz": int(args["imgsz"]), "images_seen": train_images * epochs,
              "device": "cpu" if str(args.get("device", "cpu")) == "cpu" else str(args["device"]),
              "hours": round(results["seconds"]["total"] / 3600, 4), "renderer_version": RENDERER_VERSION,
              "arch": Path(str(args["model"])).stem,
@@ -213,6 +214,14 @@ def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
              "real_mask_map50": round(results["real_dev"]["mask"]["map50"], 4) if results.get("real_dev") else None}
     scores = {"synthetic_val": scores_of(results["synthetic_val"]), "real_dev": scores_of(results.get("real_dev"))}
     return chunk, scores
+
+
+def _epochs_run(run: Path, planned: int) -> int:
+    """Epochs actually trained (Ultralytics' results.csv has one row per epoch; a time-boxed run plans its own)."""
+    csv = Path(run) / "results.csv"
+    if not csv.is_file():
+        return planned
+    return max(0, len([line for line in csv.read_text().splitlines() if line.strip()]) - 1)
 
 
 def package_recipe_run(run: Path, dest: Path, name: str, version: int = 1, notes: str = "",

@@ -178,9 +178,13 @@ def run_chunk(k: int, seed: int, start: Path, cfg: dict, out: Path, device: str 
 
 
 def release(hours: float | None = 1.0, device: str | None = None, chunks: int | None = None,
-            out: Path = Path("runs/release"), ship: bool = False, recipe: str | Path = "release",
+            out: Path | None = None, ship: bool = False, recipe: str | Path = "release",
             real: Path | None = None, chunk_overrides: dict | None = None) -> dict:
-    """Run chunks within the budget, package the candidate, gate it against the base; returns the verdict."""
+    """Run chunks within the budget, package the candidate, gate it against the base; returns the verdict.
+
+    ``out`` defaults to ``runs/release/NAME-vVERSION``: a rerun continues the same base's run, and once a
+    candidate has shipped, the next release starts a new folder from the new version.
+    """
     from pomona.pipeline.recipe import default_real, load_recipe
 
     cfg = load_recipe(recipe)
@@ -189,7 +193,7 @@ def release(hours: float | None = 1.0, device: str | None = None, chunks: int | 
         raise PomonaError(f"--hours must be positive, got {hours}")
     real = Path(real) if real else default_real()
     base = load_base(str(cfg["model"]))
-    out = Path(out)
+    out = Path(out) if out else Path("runs") / "release" / f"{base.name}-v{base.version}"  # one folder per base
     out.mkdir(parents=True, exist_ok=True)
     state = load_state(out, base)
     started = time.time()

@@ -217,7 +217,8 @@ def quickstart(
 
 @app.command()
 def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quickstart, release (or a recipe .yaml)."),
-           out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/NAME)."),
+           out: Optional[Path] = typer.Option(None, help="Run folder (default: runs/NAME; release: "
+                                                         "runs/release/MODEL-vVERSION)."),
            hours: Optional[float] = typer.Option(None, help="release: compute budget in hours for the run folder "
                                                            "(default 1; resumed runs count what they spent)."),
            device: Optional[str] = typer.Option(None, help="cpu, 0, cuda:0 ... (default: cuda if available)."),
@@ -233,7 +234,7 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
 
         overrides = {k: v for k, v in (("n", n), ("epochs", epochs)) if v is not None}
         verdict = release(hours=hours if hours is not None or chunks is not None else 1.0, device=device, chunks=chunks,
-                          out=out or Path("runs/release"), ship=ship, chunk_overrides=overrides)
+                          out=out, ship=ship, chunk_overrides=overrides)
         typer.echo(f"candidate: {verdict['candidate']} (v{verdict['version']}, {verdict['chunks']} chunk(s), "
                    f"{verdict['hours']:.2f} h)")
         typer.echo(f"gate: {verdict['reason']}" + ("; shipped" if verdict["shipped"] else ""))

@@ -163,3 +163,45 @@ def test_box_only_dataset_gives_box_metrics_and_one_line(tmp_path):
     result = json.loads(proc.stdout)
     assert result["labels"] == "boxes" and result["mask"] is None and 0.0 <= result["box"]["map50"] <= 1.0
     assert "mask metrics need polygons" in result["note"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_chunk_resumes_its_training(tmp_path, monkeypatch):
+    """Training stopped after its first epoch (a killed job) continues from last.pt, not from the start."""
+    pytest.importorskip("ultralytics")
+    import csv
+
+    from pomona.pipeline import train as train_mod
+
+    data = make_dataset(tmp_path / "ds", [[(30, 30, 12), (80, 50, 15)], [(60, 40, 20)], [(20, 70, 8)]])
+    (data / "data.yaml").write_text("train: images\nval: images\nnames: {0: apple}\n")
+    run = tmp_path / "chunk"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(trainer):
+        if trainer.epoch == 0:
+            raise Killed
+
+    from pomona.pipeline import weights
+
+    real_load = weights.load_yolo
+
+    def load_and_arm(*args, **kwargs):  # train() imports load_yolo when called: this one arms the kill
+        model = real_load(*args, **kwargs)
+        model.add_callback("on_fit_epoch_end", kill_after_first_epoch)
+        return model
+
+    monkeypatch.setattr(weights, "load_yolo", load_and_arm)
+    with pytest.raises(Killed):
+        train_mod.train(data / "data.yaml", model="yolo11n-seg.yaml", epochs=3, imgsz=64, batch=2, out=run, workers=0,
+                        device="cpu", save_period=1, mosaic=0.0, ema_decay=0.9, ema_tau=2)
+    monkeypatch.undo()
+    assert (run / "weights" / "last.pt").is_file() and not (run / "weights" / "epoch1.pt").exists()
+    train_mod.train(data / "data.yaml", model=str(run / "weights" / "last.pt"), out=run, device="cpu", resume=True,
+                    ema_decay=0.9, ema_tau=2)
+    with open(run / "results.csv") as f:
+        epochs = [int(float(row["epoch"])) for row in csv.DictReader(f)]
+    assert epochs == [1, 2, 3]  # the first epoch is not trained again
+    assert sorted(p.name for p in (run / "weights").glob("epoch*.pt")) == ["epoch0.pt", "epoch1.pt", "epoch2.pt"]
