@@ -28,6 +28,7 @@ quickstart: $(VENV)/.pipeline-installed
 
 test: $(VENV)/.test-installed
 	bash tests/install_browser.sh || true
+	bash tests/install_rtsp.sh || true
 	$(BIN)/python -m pytest
 
 sim2real: $(VENV)/.pipeline-installed

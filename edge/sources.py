@@ -142,6 +142,7 @@ class FrameSource:
         self._done = False
         self._images: list[Path] = []
         self._cap = None
+        self._alive = time.monotonic()  # when the capture thread last came back from a read or an open
         if self.kind in ("folder", "image"):
             self._images = self._list_images()
         else:
@@ -174,6 +175,8 @@ class FrameSource:
             self._error = e
         finally:
             self._finish()
+            if self._stop.is_set():  # close() left the capture to us (see there): release it from this thread
+                self._release()
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
@@ -233,6 +236,7 @@ class FrameSource:
             t0 = time.perf_counter()
             ok, image = self._cap.read() if self._cap is not None else (False, None)
             ms = (time.perf_counter() - t0) * 1e3
+            self._alive = time.monotonic()
             if ok and image is not None:
                 failures = 0
                 with self._cond:
@@ -256,6 +260,7 @@ class FrameSource:
                 self.reconnects += 1
             except PomonaError:
                 self._cap = None
+            self._alive = time.monotonic()
 
     def _finish(self) -> None:
         with self._cond:
@@ -291,9 +296,14 @@ class FrameSource:
     def _iter_live(self) -> Iterator[Frame]:
         while True:
             with self._cond:
-                deadline = time.monotonic() + self.frame_timeout
+                since = time.monotonic()
                 while self._latest_taken and not self._done:
-                    left = deadline - time.monotonic()
+                    # While the capture thread keeps coming back from reads and reopens, it is working through
+                    # an outage whose length its own retries bound (each RTSP open or read gives up after 5 s):
+                    # wait for it. Timing out on the last frame instead cut those retries short (a stream
+                    # stalled for 20 s ended the run, reconnect attempts unused). Only a thread stuck inside
+                    # one call for frame_timeout is given up on here.
+                    left = max(since, self._alive) + self.frame_timeout - time.monotonic()
                     if left <= 0:
                         raise PomonaError(f"live source {self.spec!r} delivered no frame for {self.frame_timeout:.0f} s")
                     self._cond.wait(min(left, 0.1))
@@ -307,7 +317,11 @@ class FrameSource:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
-        self._release()
+        if not self._thread.is_alive():
+            self._release()
+        # else the capture thread is still inside a read or an open (a stalled stream: up to 5 s). Releasing
+        # the capture under it crashed the process with a segfault when that read returned (Ctrl-C or SIGTERM
+        # during a stall); the thread releases it itself on its way out (_run's finally).
 
     def __enter__(self) -> "FrameSource":
         return self
