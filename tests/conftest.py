@@ -39,3 +39,26 @@ def make_dataset(root: Path, specs: list[list[tuple[int, int, int]]], size=(96, 
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "ds", [[(30, 30, 12), (80, 50, 15)], [(60, 40, 20)], [], [(20, 70, 8), (100, 30, 10)]])
+
+
+# Session fixtures shared by the edge, fault and reliability tests: defined here so the tiny model is built once
+# per run, not once per test module that would import it.
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory) -> dict:
+    """A random one-class YOLO11n-seg: .pt and its pomona ONNX export (static and dynamic)."""
+    pytest.importorskip("ultralytics", reason="building the test model needs the pipeline extras")
+    from pomona.export.exporter import export_model
+    from tests.test_export import make_random_model
+
+    root = tmp_path_factory.mktemp("edge")
+    pt = make_random_model(root / "rand.pt")
+    onnx = Path(export_model(pt, format="onnx", parity=False)["path"])
+    dyn = Path(export_model(pt, format="onnx", dynamic=True, out=root / "rand.dyn.onnx", parity=False)["path"])
+    return {"pt": pt, "onnx": onnx, "dynamic": dyn}
+
+
+@pytest.fixture(scope="session")
+def frames_dir(tmp_path_factory) -> Path:
+    from pomona.edge.bench import synthetic_frames
+
+    return synthetic_frames(tmp_path_factory.mktemp("frames"), n=4, size=(240, 180))

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 from pomona.errors import PomonaError
-from tests.test_edge import frames_dir, model_files  # noqa: F401  (session fixtures: the tiny exported model)
 
 CLI = [sys.executable, "-m", "pomona.cli", "run"]
 
@@ -45,7 +44,7 @@ def _one_error_line(stderr: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def many_frames(frames_dir, tmp_path_factory) -> Path:  # noqa: F811
+def many_frames(frames_dir, tmp_path_factory) -> Path:
     """300 frames (copies of the 4 synthetic ones): a run that lasts long enough to be signalled."""
     folder = tmp_path_factory.mktemp("many")
     originals = sorted(frames_dir.glob("*.jpg"))
@@ -55,7 +54,7 @@ def many_frames(frames_dir, tmp_path_factory) -> Path:  # noqa: F811
 
 
 # --- bad frames ----------------------------------------------------------------------------------------
-def test_unreadable_images_are_skipped_and_counted(model_files, frames_dir, tmp_path):  # noqa: F811
+def test_unreadable_images_are_skipped_and_counted(model_files, frames_dir, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     good = sorted(frames_dir.glob("*.jpg"))[:3]
@@ -77,7 +76,7 @@ def test_unreadable_images_are_skipped_and_counted(model_files, frames_dir, tmp_
     assert "skipped b_empty.jpg (empty file)" in proc.stderr and "skipped b_cut.jpg (truncated)" in proc.stderr
 
 
-def test_whole_images_with_trailing_bytes_are_not_skipped(frames_dir, tmp_path):  # noqa: F811
+def test_whole_images_with_trailing_bytes_are_not_skipped(frames_dir, tmp_path):
     from pomona.edge.sources import read_image
 
     data = next(frames_dir.glob("*.jpg")).read_bytes()
@@ -86,7 +85,7 @@ def test_whole_images_with_trailing_bytes_are_not_skipped(frames_dir, tmp_path):
     assert image is not None and why == ""
 
 
-def test_a_folder_of_only_unreadable_images_is_one_error(model_files, tmp_path):  # noqa: F811
+def test_a_folder_of_only_unreadable_images_is_one_error(model_files, tmp_path):
     from pomona.edge.sources import FrameSource
 
     folder = tmp_path / "bad"
@@ -106,7 +105,7 @@ BROKEN_MODELS = {"half.onnx": "truncated copy", "empty.onnx": "empty file", "tex
 
 
 @pytest.mark.parametrize("kind", sorted(BROKEN_MODELS))
-def test_broken_model_files_are_one_line_errors(model_files, tmp_path, kind):  # noqa: F811
+def test_broken_model_files_are_one_line_errors(model_files, tmp_path, kind):
     from pomona.edge import Predictor
 
     path = tmp_path / kind
@@ -120,7 +119,7 @@ def test_broken_model_files_are_one_line_errors(model_files, tmp_path, kind):  #
     assert str(path) in message and BROKEN_MODELS[kind] in message and "\n" not in message, message
 
 
-def test_cli_names_a_truncated_model_in_one_line(model_files, frames_dir, tmp_path):  # noqa: F811
+def test_cli_names_a_truncated_model_in_one_line(model_files, frames_dir, tmp_path):
     half = tmp_path / "half.onnx"
     onnx = model_files["onnx"].read_bytes()
     half.write_bytes(onnx[: len(onnx) // 2])
@@ -151,7 +150,7 @@ class _DiskFillsUp:
         return os.write(fd, data)
 
 
-def test_disk_full_leaves_only_whole_lines(model_files, frames_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_disk_full_leaves_only_whole_lines(model_files, frames_dir, tmp_path, monkeypatch):
     from pomona.edge import runner
 
     disk = _DiskFillsUp(whole=2)
@@ -171,7 +170,7 @@ def _tmpfs_usable(folder: Path) -> bool:
     return probe.returncode == 0
 
 
-def test_disk_full_on_a_real_tmpfs(model_files, many_frames, tmp_path):  # noqa: F811
+def test_disk_full_on_a_real_tmpfs(model_files, many_frames, tmp_path):
     """The kernel's own ENOSPC: a 64 KiB tmpfs, mounted in a private mount namespace (no root needed
     where user namespaces are allowed; nothing is left mounted)."""
     disk, kept = tmp_path / "disk", tmp_path / "kept"
@@ -205,7 +204,7 @@ def _start_and_wait_for_lines(model: Path, source: Path, jsonl: Path, lines: int
     pytest.fail(f"the run never wrote {lines} lines (exit {proc.returncode}): {err[-2000:]}")
 
 
-def test_sigterm_ends_the_run_like_ctrl_c(model_files, many_frames, tmp_path):  # noqa: F811
+def test_sigterm_ends_the_run_like_ctrl_c(model_files, many_frames, tmp_path):
     jsonl = tmp_path / "term.jsonl"
     proc = _start_and_wait_for_lines(model_files["onnx"], many_frames, jsonl)
     proc.send_signal(signal.SIGTERM)
@@ -218,7 +217,7 @@ def test_sigterm_ends_the_run_like_ctrl_c(model_files, many_frames, tmp_path):  
     assert len(records) == summary["frames"] and [r["frame"] for r in records] == list(range(len(records)))
 
 
-def test_sigkill_leaves_only_complete_lines(model_files, many_frames, tmp_path):  # noqa: F811
+def test_sigkill_leaves_only_complete_lines(model_files, many_frames, tmp_path):
     jsonl = tmp_path / "kill.jsonl"
     proc = _start_and_wait_for_lines(model_files["onnx"], many_frames, jsonl)
     proc.kill()

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from pomona.errors import PomonaError
-from tests.test_edge import model_files  # noqa: F401  (session fixture: the tiny exported model)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,7 +176,7 @@ def _check(r: dict) -> None:
 
 
 @pytest.mark.slow
-def test_server_killed_and_restarted_reconnects(rtsp, model_files, tmp_path):  # noqa: F811
+def test_server_killed_and_restarted_reconnects(rtsp, model_files, tmp_path):
     r = rel.run_fault("restart", model_files["onnx"], tmp_path)
     _check(r)
     ev = r["events"]["restart"]
@@ -188,7 +187,7 @@ def test_server_killed_and_restarted_reconnects(rtsp, model_files, tmp_path):  #
 
 
 @pytest.mark.slow
-def test_server_gone_ends_the_run_with_one_clear_error(rtsp, model_files, tmp_path):  # noqa: F811
+def test_server_gone_ends_the_run_with_one_clear_error(rtsp, model_files, tmp_path):
     r = rel.run_fault("gone", model_files["onnx"], tmp_path)
     _check(r)
     assert r["ok"] and r["exit_code"] == 1, r["outcome"]
@@ -197,7 +196,7 @@ def test_server_gone_ends_the_run_with_one_clear_error(rtsp, model_files, tmp_pa
 
 
 @pytest.mark.slow
-def test_stalled_stream_resumes_and_loses_only_the_stall(rtsp, model_files, tmp_path):  # noqa: F811
+def test_stalled_stream_resumes_and_loses_only_the_stall(rtsp, model_files, tmp_path):
     r = rel.run_fault("stall", model_files["onnx"], tmp_path)
     _check(r)
     ev = r["events"]["stall"]
@@ -207,7 +206,7 @@ def test_stalled_stream_resumes_and_loses_only_the_stall(rtsp, model_files, tmp_
 
 
 @pytest.mark.slow
-def test_resolution_change_mid_stream_and_at_a_restart(rtsp, model_files, tmp_path):  # noqa: F811
+def test_resolution_change_mid_stream_and_at_a_restart(rtsp, model_files, tmp_path):
     r = rel.run_fault("resize", model_files["onnx"], tmp_path)
     _check(r)
     assert r["ok"] and r["continued"], r["outcome"]
@@ -218,7 +217,7 @@ def test_resolution_change_mid_stream_and_at_a_restart(rtsp, model_files, tmp_pa
 
 
 @pytest.mark.slow
-def test_sigterm_during_a_stall_exits_cleanly(rtsp, model_files, tmp_path):  # noqa: F811
+def test_sigterm_during_a_stall_exits_cleanly(rtsp, model_files, tmp_path):
     """Was a segfault (exit -11) once the blocked read returned; the worker lingers to be there when it does."""
     r = rel.run_fault("sigterm_stall", model_files["onnx"], tmp_path)
     _check(r)
