@@ -1,35 +1,50 @@
-"""Draw instances on a frame: masks tinted box by box, boxes and track ids with supervision's annotators."""
+"""Draw instances on a frame with OpenCV alone: masks tinted box by box, boxes, and "#id" labels with tracking.
+
+No supervision here: its pip package brings scipy, matplotlib and PyAV, which a robot does not need to
+draw a rectangle. The result equals supervision's MaskAnnotator + BoxAnnotator given this palette
+(tests/test_edge.py checks it when supervision is installed, as with pomona[pipeline]).
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
+import cv2
 import numpy as np
 
 from pomona.instances import Instances
 
+# pomona's overlay colours (RGB hex): saturated, none of them apple red/green or leaf green, so a tint
+# and a box stay visible on the fruit and the canopy; instance i (or track id i) gets PALETTE[i % 10].
+PALETTE = ("#FF00FF", "#00E5FF", "#FFD400", "#3D5AFE", "#FF6D00", "#AA00FF", "#FFFFFF", "#FF4081", "#00B8D4",
+           "#C6FF00")
+_BGR = np.array([[int(h[5:7], 16), int(h[3:5], 16), int(h[1:3], 16)] for h in PALETTE], np.float32)
+OPACITY = 0.45
+THICKNESS = 2
 
-@lru_cache(maxsize=1)
-def _annotators():
-    import supervision as sv
 
-    return (sv.BoxAnnotator(thickness=2, color_lookup=sv.ColorLookup.INDEX),
-            sv.LabelAnnotator(text_scale=0.45, text_padding=3, color_lookup=sv.ColorLookup.INDEX))
+def colour(index: int) -> tuple[int, int, int]:
+    """The BGR colour of instance (or track id) ``index``."""
+    return tuple(int(v) for v in _BGR[int(index) % len(_BGR)])
 
 
-def _blend_masks(scene: np.ndarray, instances: Instances, colour_index: np.ndarray, opacity: float = 0.45) -> None:
-    """Tint each mask in place, touching only the pixels inside its box.
-
-    supervision's MaskAnnotator does the same over the whole frame once per apple, which made drawing
-    the slowest stage of a 30-apple frame on a small CPU; the colours come from its palette.
-    """
-    import supervision as sv
-
-    palette = sv.ColorPalette.DEFAULT
+def _blend_masks(scene: np.ndarray, instances: Instances, colour_index: np.ndarray, opacity: float = OPACITY) -> None:
+    """Tint each mask in place, touching only the pixels inside its box (O(box area), not O(frame) per apple)."""
     for (_, x0, y0, inside), ci in zip(instances.mask_crops(), colour_index):
         region = scene[y0:y0 + inside.shape[0], x0:x0 + inside.shape[1]]
-        colour = np.array(palette.by_idx(int(ci)).as_bgr(), np.float32)
-        region[inside] = (region[inside] * (1 - opacity) + colour * opacity).astype(np.uint8)
+        col = _BGR[int(ci) % len(_BGR)]
+        region[inside] = (region[inside] * (1 - opacity) + col * opacity).astype(np.uint8)
+
+
+def _label(scene: np.ndarray, text: str, x: int, y: int, bgr: tuple[int, int, int], scale: float = 0.45,
+           pad: int = 3) -> None:
+    """``text`` on a filled box of colour ``bgr`` just above (x, y), kept inside the frame."""
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    w, h = tw + 2 * pad, th + base + 2 * pad
+    x = min(max(x, 0), max(scene.shape[1] - w, 0))
+    y = y - h if y - h >= 0 else y  # above the box, or inside it at the top edge of the frame
+    cv2.rectangle(scene, (x, y), (x + w, y + h), bgr, -1)
+    luminance = 0.114 * bgr[0] + 0.587 * bgr[1] + 0.299 * bgr[2]
+    ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
+    cv2.putText(scene, text, (x + pad, y + pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, 1, cv2.LINE_AA)
 
 
 def draw_instances(image_bgr: np.ndarray, instances: Instances, show_ids: bool = False) -> np.ndarray:
@@ -37,14 +52,17 @@ def draw_instances(image_bgr: np.ndarray, instances: Instances, show_ids: bool =
     scene = image_bgr.copy()
     if len(instances) == 0:
         return scene
-    boxes, labels = _annotators()
-    det = instances.to_supervision()
     # with tracking, colour by track id so an apple keeps its colour from frame to frame
-    colours = np.maximum(instances.track_ids, 0) if instances.track_ids is not None else None
+    if instances.track_ids is not None:
+        colours = np.maximum(instances.track_ids, 0)
+    else:
+        colours = np.arange(len(instances))
     if instances.masks is not None:
-        _blend_masks(scene, instances, colours if colours is not None else np.arange(len(instances)))
-    scene = boxes.annotate(scene, det, custom_color_lookup=colours)
+        _blend_masks(scene, instances, colours)
+    boxes = instances.boxes.astype(int)
+    for (x1, y1, x2, y2), ci in zip(boxes, colours):
+        cv2.rectangle(scene, (int(x1), int(y1)), (int(x2), int(y2)), colour(ci), THICKNESS)
     if show_ids and instances.track_ids is not None:
-        text = [f"#{t}" if t >= 0 else "?" for t in instances.track_ids]
-        scene = labels.annotate(scene, det, labels=text, custom_color_lookup=colours)
+        for (x1, y1, _, _), t, ci in zip(boxes, instances.track_ids, colours):
+            _label(scene, f"#{t}" if t >= 0 else "?", int(x1), int(y1), colour(ci))
     return scene

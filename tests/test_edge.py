@@ -19,27 +19,6 @@ from pomona.instances import Instances
 IMGSZ = 160
 
 
-@pytest.fixture(scope="session")
-def model_files(tmp_path_factory) -> dict:
-    """A random one-class YOLO11n-seg: .pt and its pomona ONNX export (static and dynamic)."""
-    pytest.importorskip("ultralytics", reason="building the test model needs the pipeline extras")
-    from pomona.export.exporter import export_model
-    from tests.test_export import make_random_model
-
-    root = tmp_path_factory.mktemp("edge")
-    pt = make_random_model(root / "rand.pt")
-    onnx = Path(export_model(pt, format="onnx", parity=False)["path"])
-    dyn = Path(export_model(pt, format="onnx", dynamic=True, out=root / "rand.dyn.onnx", parity=False)["path"])
-    return {"pt": pt, "onnx": onnx, "dynamic": dyn}
-
-
-@pytest.fixture(scope="session")
-def frames_dir(tmp_path_factory) -> Path:
-    from pomona.edge.bench import synthetic_frames
-
-    return synthetic_frames(tmp_path_factory.mktemp("frames"), n=4, size=(240, 180))
-
-
 def _video(path: Path, n: int, size=(240, 180)) -> Path:
     w, h = size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (w, h))
@@ -380,10 +359,11 @@ def test_draw_instances_marks_the_masks():
 
 
 def test_drawing_matches_supervision_mask_annotator():
-    """The box-local mask tint is a speed-up of supervision's MaskAnnotator, not a different picture."""
-    import supervision as sv
+    """The OpenCV-only drawing (box-local mask tint, boxes) is the picture supervision's MaskAnnotator and
+    BoxAnnotator draw with the same palette, not a different one (supervision: pomona[pipeline])."""
+    sv = pytest.importorskip("supervision")
 
-    from pomona.edge.draw import draw_instances
+    from pomona.edge.draw import PALETTE, draw_instances
     from pomona.instances import Instances
     from tests.conftest import disc
 
@@ -391,7 +371,8 @@ def test_drawing_matches_supervision_mask_annotator():
     inst = Instances.from_masks(np.stack([disc(120, 160, 40, 50, 20), disc(120, 160, 110, 60, 30)]))
     ours = draw_instances(image, inst)
     det = inst.to_supervision()
-    ref = sv.MaskAnnotator(opacity=0.45, color_lookup=sv.ColorLookup.INDEX).annotate(image.copy(), det)
-    ref = sv.BoxAnnotator(thickness=2, color_lookup=sv.ColorLookup.INDEX).annotate(ref, det)
+    palette = sv.ColorPalette.from_hex(list(PALETTE))
+    ref = sv.MaskAnnotator(color=palette, opacity=0.45, color_lookup=sv.ColorLookup.INDEX).annotate(image.copy(), det)
+    ref = sv.BoxAnnotator(color=palette, thickness=2, color_lookup=sv.ColorLookup.INDEX).annotate(ref, det)
     assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
     assert (ours != image).any()
