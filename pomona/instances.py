@@ -150,7 +150,7 @@ class Instances:
 
     # --- interop ------------------------------------------------------------------------------------
     def to_supervision(self):
-        """As ``supervision.Detections`` (for drawing and ByteTrack)."""
+        """As ``supervision.Detections`` (the pipeline's overlays; needs supervision, from pomona[pipeline])."""
         import supervision as sv
 
         return sv.Detections(
