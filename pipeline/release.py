@@ -95,8 +95,10 @@ def budget_allows(state: dict, hours: float | None, chunks: int | None, started:
     done = len(state["chunks"])
     if chunks is not None and done >= chunks:
         return False
-    if hours is None or not done:
-        return chunks is not None or not done  # no limits at all: one chunk
+    if not done:
+        return True  # the first chunk always runs: nothing is known yet about how long one takes
+    if hours is None:
+        return chunks is not None  # --chunks alone counts chunks; no limit at all means one chunk
     spent = state["seconds"] + (time.time() - started)
     return spent + state["chunks"][-1]["hours"] * 3600 <= hours * 3600
 

@@ -83,8 +83,8 @@ def get_model(name: str) -> ShippedModel | None:
     return None
 
 
-def _shipped_name(spec: str) -> tuple[str, str | None] | None:
-    """``pomona-apple-n`` -> (name, None); ``pomona-apple-n.onnx`` -> (name, 'onnx'); else None.
+def _shipped_name(spec: str) -> tuple[ShippedModel, str | None] | None:
+    """``pomona-apple-n`` -> (its model, None); ``pomona-apple-n.onnx`` -> (its model, 'onnx'); else None.
 
     Only bare names count: anything with a folder in it is a path, and a file of that name in the
     working directory (or ``$POMONA_WEIGHTS``) wins over the shipped one, as paths always do.
@@ -97,7 +97,8 @@ def _shipped_name(spec: str) -> tuple[str, str | None] | None:
     kind = next((k for k, s in KINDS.items() if s == suffix.lower()), None)
     if kind is None:
         stem = spec
-    return (stem, kind) if get_model(stem) is not None else None
+    model = get_model(stem)
+    return (model, kind) if model is not None else None
 
 
 def is_shipped_name(spec: str | Path | None) -> bool:
@@ -119,10 +120,10 @@ def resolve_model(spec: str | Path | None, prefer: str = "onnx") -> Path:
     hit = _shipped_name(str(spec))
     if hit is None:
         return Path(spec)
-    name, kind = hit
-    path = get_model(name).file(kind or prefer)
+    model, kind = hit
+    path = model.file(kind or prefer)
     if not path.is_file():
-        raise PomonaError(f"shipped model {name} has no {kind or prefer} file ({path})")
+        raise PomonaError(f"shipped model {model.name} has no {kind or prefer} file ({path})")
     return path
 
 
