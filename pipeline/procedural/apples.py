@@ -41,6 +41,20 @@ def apple_spec(rng: np.random.Generator, prm: dict, cx: float, cy: float, radius
     )
 
 
+# What sunlight looks like after passing through and bouncing off leaves: green-yellow (BGR).
+_FOLIAGE_BGR = np.array([0.78, 1.0, 0.8], np.float32)
+
+
+def _ambient(apple: dict, light: dict) -> tuple[float, np.ndarray]:
+    """The fill light on an apple. One in the canopy's shade (``sun_scale`` < 1) sees little open sky: its
+    fill is dimmer and comes off the leaves, so it is greener (renderer 13: the dev photos' apples in deep
+    shade were the ones the model missed most). Own stream per apple, so the scene's layout stays as it was."""
+    if apple.get("sun_scale", 1.0) >= 1.0 or "lighting" in light.get("disabled", ()):
+        return light["ambient"], np.ones(3, np.float32)
+    cover = float(np.random.default_rng([apple["streak_seed"], 13]).uniform(0.0, 0.65))
+    return light["ambient"] * (1 - 0.7 * cover), 1 + cover * (_FOLIAGE_BGR - 1)
+
+
 def draw_apple(canvas: np.ndarray, idbuf: np.ndarray, apple: dict, apple_id: int, light: dict, brightness: float) -> None:
     """Composite one apple into ``canvas`` (uint8 BGR) and paint ``apple_id`` into ``idbuf`` where it is opaque."""
     h, w = idbuf.shape
@@ -109,8 +123,10 @@ def draw_apple(canvas: np.ndarray, idbuf: np.ndarray, apple: dict, apple_id: int
         diffuse = np.clip(diffuse * 1.3 - 0.05, 0, 1)  # harder terminator in direct sun
     ao = 0.5 + 0.5 * np.sqrt(nz)
     top_shadow = 1 - 0.25 * np.clip(-V, 0, 1) ** 2 * (light["light"] in ("overcast", "rain"))
-    shade = (light["ambient"] * ao * top_shadow + light["sun"] * diffuse)[..., None] * brightness
-    colour = albedo * shade * np.array(light["light_bgr"], np.float32)
+    ambient, ambient_bgr = _ambient(apple, light)
+    tint = np.array(light["light_bgr"], np.float32)
+    colour = albedo * brightness * ((ambient * ao * top_shadow)[..., None] * ambient_bgr * tint
+                                    + (light["sun"] * diffuse)[..., None] * tint)
     if light["light"] == "backlit":  # rim light from the sun behind the apple
         rim_light = np.clip(1 - nz, 0, 1) ** 3 * 0.6 * light["sun"]
         colour = colour + (rim_light[..., None] * np.array([0.7, 0.9, 1.0], np.float32))

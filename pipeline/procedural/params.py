@@ -15,7 +15,9 @@ import numpy as np
 FAMILIES = ("occluders", "blur", "lighting", "cultivar_colours", "clutter")
 
 CULTIVARS = ("fuji", "gala", "granny_smith", "golden", "honeycrisp", "red_delicious")
-_CULTIVAR_WEIGHTS = (0.34, 0.16, 0.12, 0.12, 0.14, 0.12)
+# Green and yellow cultivars (granny smith, golden) at 30%: other orchards grow them, and a red cue alone
+# must not make an apple (renderer 13; was 24%).
+_CULTIVAR_WEIGHTS = (0.30, 0.14, 0.16, 0.14, 0.14, 0.12)
 LIGHTS = ("sunny", "overcast", "backlit", "dusk", "night_flash", "rain")
 _LIGHT_WEIGHTS = (0.42, 0.2, 0.12, 0.09, 0.07, 0.1)
 
@@ -219,8 +221,9 @@ def _sample_light(light: str, rng: np.random.Generator, frozen: bool) -> dict:
                     saturation=1.0, haze=0.0)
     az = rng.uniform(0, 2 * math.pi)
     if light == "sunny":
-        # Ambient up to 0.6: sunlit canopies bounce a lot of light into their shadows.
-        lz, sun, amb, tint, dapple = rng.uniform(0.15, 0.9), rng.uniform(0.75, 1.05), rng.uniform(0.25, 0.6), [0.95, 1.0, 1.03], rng.uniform(0.15, 0.5)
+        # Ambient up to 0.6: sunlit canopies bounce a lot of light into their shadows. Dapple up to 0.75:
+        # the canopy's inner shade, where apples and the leaves around them are both dark (renderer 13).
+        lz, sun, amb, tint, dapple = rng.uniform(0.15, 0.9), rng.uniform(0.75, 1.05), rng.uniform(0.25, 0.6), [0.95, 1.0, 1.03], rng.uniform(0.15, 0.75)
         sky = [rng.uniform(0.85, 1.0), rng.uniform(0.75, 0.92), rng.uniform(0.55, 0.8)]
     elif light == "overcast":
         lz, sun, amb, tint, dapple = rng.uniform(0.3, 0.9), rng.uniform(0.1, 0.3), rng.uniform(0.6, 0.8), [1.04, 1.0, 0.97], rng.uniform(0.0, 0.1)
