@@ -57,6 +57,13 @@ def _render_one(job: tuple) -> dict:
     }
 
 
+def render_jobs(folder: str | Path, indices, prompts: list[str], seed: int, size: tuple[int, int],
+                disable: frozenset[str] = frozenset()) -> list[tuple]:
+    """The jobs of :func:`_render_one` (folder first): the only place they are built, for the local process pool
+    and for the Ray tasks of :mod:`pomona.pipeline.cluster` alike, so a render option added here reaches both."""
+    return [(str(folder), i, prompt_for(i, prompts), seed + i, size, tuple(sorted(disable))) for i in indices]
+
+
 def generate_procedural(out: Path, n: int, size: tuple[int, int] = (640, 640), seed: int = 0,
                         prompts: list[str] | None = None, workers: int | None = None,
                         disable: frozenset[str] = frozenset()) -> GenerateReport:
@@ -74,7 +81,7 @@ def generate_procedural(out: Path, n: int, size: tuple[int, int] = (640, 640), s
     with atomic.atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
-        jobs = [(str(tmp), i, prompt_for(i, prompts), seed + i, size, tuple(sorted(disable))) for i in range(n)]
+        jobs = render_jobs(tmp, range(n), prompts, seed, size, disable)
         bar = tqdm(total=n, desc="render", unit="img")
         if workers == 1:
             records = []
