@@ -39,11 +39,16 @@ def _render_one(job: tuple) -> dict:
     """Worker: render image ``index`` and write its image + labels; returns the manifest record."""
     from pomona.pipeline.procedural import render
 
-    folder, index, prompt, seed, size, disable = job
-    scene = render(prompt, seed, size, disable=frozenset(disable))
+    folder, index, prompt, seed, size, disable, depth_noise = job
+    scene = render(prompt, seed, size, disable=frozenset(disable), depth=depth_noise is not None)
     name = f"proc_{index:06d}"
     atomic.write_image(Path(folder) / "images" / f"{name}.jpg", scene.image, quality=95)
     write_labels(Path(folder) / "labels" / f"{name}.txt", scene.instances)
+    depth_fields = {}
+    if depth_noise is not None:  # depth/<name>.png and the 3D ground truth (pipeline/procedural/depth.py)
+        from pomona.pipeline.procedural.depth import DepthNoise, write_still_depth
+
+        depth_fields = write_still_depth(folder, name, scene, prompt, seed, DepthNoise(**depth_noise))
     return {
         "file": f"images/{name}.jpg",
         "prompt": prompt,
@@ -54,20 +59,23 @@ def _render_one(job: tuple) -> dict:
         "apples": len(scene.instances),
         "params": scene.params,
         "pomona_version": __version__,
+        **depth_fields,
     }
 
 
 def render_jobs(folder: str | Path, indices, prompts: list[str], seed: int, size: tuple[int, int],
-                disable: frozenset[str] = frozenset()) -> list[tuple]:
+                disable: frozenset[str] = frozenset(), depth_noise: dict | None = None) -> list[tuple]:
     """The jobs of :func:`_render_one` (folder first): the only place they are built, for the local process pool
-    and for the Ray tasks of :mod:`pomona.pipeline.cluster` alike, so a render option added here reaches both."""
-    return [(str(folder), i, prompt_for(i, prompts), seed + i, size, tuple(sorted(disable))) for i in indices]
+    and for the Ray tasks of :mod:`pomona.pipeline.cluster` alike, so a render option added here reaches both.
+    ``depth_noise``: None (no depth) or the depth sensor's parameters (``DepthNoise.params()``)."""
+    return [(str(folder), i, prompt_for(i, prompts), seed + i, size, tuple(sorted(disable)), depth_noise) for i in indices]
 
 
 def generate_procedural(out: Path, n: int, size: tuple[int, int] = (640, 640), seed: int = 0,
                         prompts: list[str] | None = None, workers: int | None = None,
-                        disable: frozenset[str] = frozenset()) -> GenerateReport:
-    """Render ``n`` scenes into a new dataset folder ``out`` (written to a temp folder, renamed at the end)."""
+                        disable: frozenset[str] = frozenset(), depth_noise=None) -> GenerateReport:
+    """Render ``n`` scenes into a new dataset folder ``out`` (written to a temp folder, renamed at the end).
+    ``depth_noise`` (a ``procedural.depth_noise.DepthNoise``): also write depth/ and the 3D ground truth."""
     from tqdm import tqdm
 
     from pomona.pipeline.procedural import FAMILIES
@@ -81,7 +89,7 @@ def generate_procedural(out: Path, n: int, size: tuple[int, int] = (640, 640), s
     with atomic.atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
-        jobs = render_jobs(tmp, range(n), prompts, seed, size, disable)
+        jobs = render_jobs(tmp, range(n), prompts, seed, size, disable, None if depth_noise is None else depth_noise.params())
         bar = tqdm(total=n, desc="render", unit="img")
         if workers == 1:
             records = []
@@ -108,8 +116,11 @@ def _check_fresh(out: Path) -> None:
 def generate(out: Path, n: int = 100, backend: str = "procedural", size: tuple[int, int] = (640, 640), seed: int = 0,
              prompts: Path | None = None, workers: int | None = None, video: bool = False, frames: int = 90,
              model: str | None = None, steps: int | None = None, guidance: float | None = None, batch: int = 1,
-             negative_prompt: str | None = None, device: str | None = None):
-    """Dispatch to a backend; validates the arguments every backend shares."""
+             negative_prompt: str | None = None, device: str | None = None, depth: bool = False,
+             depth_noise: str | float | None = None):
+    """Dispatch to a backend; validates the arguments every backend shares.
+    ``depth`` (procedural): also aligned depth and 3D ground truth, seen through ``depth_noise`` (a preset name
+    or a level, see ``procedural.depth_noise.depth_noise``; default d435, 0 = clean)."""
     out = Path(out)
     if backend not in BACKENDS:
         raise PomonaError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
@@ -118,6 +129,7 @@ def generate(out: Path, n: int = 100, backend: str = "procedural", size: tuple[i
     if workers is not None and workers < 1:
         raise PomonaError(f"--workers must be at least 1, got {workers}")
     prompt_list = load_prompts(prompts)
+    noise = _depth_noise(backend, depth, depth_noise)
     if backend == "diffusers":
         from pomona.pipeline.diffusion import generate_diffusers
 
@@ -132,7 +144,21 @@ def generate(out: Path, n: int = 100, backend: str = "procedural", size: tuple[i
         from pomona.pipeline.procedural import render_driveby
 
         t0 = time.perf_counter()
-        summary = render_driveby(out, frames=frames, seed=seed, size=size, prompt=prompt_list[0] if prompts else None)
+        summary = render_driveby(out, frames=frames, seed=seed, size=size, prompt=prompt_list[0] if prompts else None,
+                                 depth_noise=noise)
         return (f"drive-by video: {frames} frames, {summary['distinct_apples']} distinct apples -> {out} "
                 f"in {time.perf_counter() - t0:.1f} s")
-    return generate_procedural(out, n, size, seed, prompt_list, workers)
+    return generate_procedural(out, n, size, seed, prompt_list, workers, depth_noise=noise)
+
+
+def _depth_noise(backend: str, depth: bool, level: str | float | None):
+    """The depth sensor for --depth (None without it); --depth-noise alone, or with diffusers, is a mistake."""
+    if not depth:
+        if level is not None:
+            raise PomonaError("--depth-noise needs --depth")
+        return None
+    if backend != "procedural":
+        raise PomonaError("--depth needs the procedural backend (diffusers images have no ground-truth depth)")
+    from pomona.pipeline.procedural.depth_noise import depth_noise
+
+    return depth_noise(level)

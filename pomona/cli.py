@@ -89,13 +89,17 @@ def generate(
     batch: int = typer.Option(1, help="diffusers: images per pipeline call."),
     negative_prompt: Optional[str] = typer.Option(None, help="diffusers: negative prompt."),
     device: Optional[str] = typer.Option(None, help="diffusers: cuda, cpu, ... (default: cuda if available)."),
+    depth: bool = typer.Option(False, "--depth", help="Procedural: also aligned depth (depth/*.png, uint16 mm, 0 = invalid), "
+                                                     "intrinsics and each apple's 3D centre, diameter and visible fraction."),
+    depth_noise: Optional[str] = typer.Option(None, "--depth-noise", help="--depth: the depth sensor's noise: d435 (default, "
+                                              "RealSense D435-like), clean or 0, or a number (times the d435 error)."),
 ) -> None:
     """Generate synthetic orchard images (and, for the procedural backend, exact apple masks)."""
     from pomona.pipeline.generate import generate as run_generate
 
     report = run_generate(out, n=n, backend=backend.value, size=parse_size(size), seed=seed, prompts=prompts,
                           workers=workers, video=video, frames=frames, model=model, steps=steps, guidance=guidance,
-                          batch=batch, negative_prompt=negative_prompt, device=device)
+                          batch=batch, negative_prompt=negative_prompt, device=device, depth=depth, depth_noise=depth_noise)
     typer.echo(report)
 
 

@@ -127,15 +127,19 @@ def leaf_structure(rng: np.random.Generator, n: int) -> dict:
                 vein_amp=(rng.uniform(0.04, 0.22, n) * np.where(rng.random(n) < 0.75, 1, -1)).astype(np.float32))
 
 
-def shade_leaves(canvas: np.ndarray, idbuf: np.ndarray, leaves: dict, structure: dict, in_focus: np.ndarray) -> None:
+def shade_leaves(canvas: np.ndarray, idbuf: np.ndarray, leaves: dict, structure: dict, in_focus: np.ndarray,
+                 zbuf: np.ndarray | None = None) -> None:
     """Shade every pixel where leaf i is still visible (id-buffer ``leaf_code(i)``) by its place on that
     leaf, then give those pixels back to the occluder code 0. One vectorised pass over the frame; the
     structure is multiplicative, so it commutes with the shadows already cast on the leaves.
-    ``in_focus``: per leaf, 1 or 0; leaves behind the depth of field were blurred and stay as they are."""
+    ``in_focus``: per leaf, 1 or 0; leaves behind the depth of field were blurred and stay as they are.
+    ``zbuf`` (optional depth buffer) gets each visible leaf pixel's depth."""
     ys, xs = np.nonzero(idbuf <= leaf_code(0))
     if not len(ys):
         return
     i = leaf_code(idbuf[ys, xs])
+    if zbuf is not None:
+        zbuf[ys, xs] = leaves["z"][i]
     dx = xs.astype(np.float32) - leaves["x"][i]
     dy = ys.astype(np.float32) - leaves["y"][i]
     c, s = np.cos(leaves["angle"][i]), np.sin(leaves["angle"][i])
@@ -204,8 +208,9 @@ def _ribbon(pts: np.ndarray, offset: float = 0.0, scale: float = 1.0) -> np.ndar
     return np.concatenate([left, right[::-1]]).round().astype(np.int32)
 
 
-def draw_branch(canvas: np.ndarray, idbuf: np.ndarray, pts: np.ndarray, bark: np.ndarray, light: dict, brightness: float) -> None:
-    """A tapered branch as one filled ribbon, with a lit stripe on the side facing the light."""
+def draw_branch(canvas: np.ndarray, idbuf: np.ndarray, pts: np.ndarray, bark: np.ndarray, light: dict, brightness: float,
+                zbuf: np.ndarray | None = None, z: float = 0.0) -> None:
+    """A tapered branch as one filled ribbon, with a lit stripe on the side facing the light (depth z into ``zbuf``)."""
     lx, ly = light["light_dir"][0], light["light_dir"][1]
     tint = np.array(light["light_bgr"]) * brightness * 255
     dark = np.clip(bark * (light["ambient"] + 0.25 * light["sun"]) * tint, 0, 255).tolist()
@@ -213,6 +218,8 @@ def draw_branch(canvas: np.ndarray, idbuf: np.ndarray, pts: np.ndarray, bark: np
     outline = _ribbon(pts)
     cv2.fillPoly(canvas, [outline], dark, cv2.LINE_AA)
     cv2.fillPoly(idbuf, [outline], 0)
+    if zbuf is not None:
+        cv2.fillPoly(zbuf, [outline], float(z))
     if pts[:, 2].max() >= 3:
         d = pts[-1, :2] - pts[0, :2]
         normal = np.array([-d[1], d[0]]) / (np.linalg.norm(d) + 1e-6)
@@ -228,8 +235,9 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -
     return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
 
 
-def background(rng: np.random.Generator, prm: dict, light: dict, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Sky, ground and the blurred neighbouring rows. Returns (uint8 BGR, soft sky mask float32 in [0, 1])."""
+def background(rng: np.random.Generator, prm: dict, light: dict, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Sky, ground and the blurred neighbouring rows.
+    Returns (uint8 BGR, soft sky mask float32 in [0, 1], ground mask or None when no ground shows)."""
     w, h = size
     yy = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     sky_col = np.array(light["sky_bgr"], np.float32)
@@ -288,7 +296,7 @@ def background(rng: np.random.Generator, prm: dict, light: dict, size: tuple[int
     far = cv2.GaussianBlur(far, (0, 0), prm["background_blur_px"]).astype(np.float32) / 255
     sky_mask = cv2.resize(skyflag.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     image = far
-
+    ground_mask = None
     if prm["ground_fraction"] > 0:
         top = int(h * (1 - prm["ground_fraction"]))
         edge = (top + (smooth_noise(rng, (1, w), 6)[0] - 0.5) * h * 0.08).astype(np.int32)
@@ -300,4 +308,4 @@ def background(rng: np.random.Generator, prm: dict, light: dict, size: tuple[int
             ground *= 0.1
         image = np.where(ground_mask[..., None], ground, image)
         sky_mask[ground_mask] = 0
-    return np.clip(image * 255, 0, 255).astype(np.uint8), sky_mask
+    return np.clip(image * 255, 0, 255).astype(np.uint8), sky_mask, ground_mask

@@ -1,5 +1,9 @@
 """Drive-by clip: the camera slides along one rendered orchard row, so every apple keeps its
-identity across frames; ground-truth boxes per frame carry the apple's track id."""
+identity across frames; ground-truth boxes per frame carry the apple's track id.
+
+With depth (``render_driveby(..., depth_noise=...)``, ``pomona generate OUT --video --depth``) the clip
+also has aligned depth and 3D ground truth, laid out like the stills' (see ``render_driveby``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ import numpy as np
 from pomona import atomic
 
 from . import camera
-from .scene import MIN_VISIBLE_PX, _check, build_world, scene_rng
+from . import depth as depth_mod
+from .depth_noise import DepthNoise, depth_rng, sense
+from .scene import MIN_VISIBLE_PX, _check, apple_spheres, apple_truth, build_world, scene_rng
 from .params import sample_params
 
 FPS = 15
@@ -31,8 +37,21 @@ def _boxes(idbuf: np.ndarray) -> list[dict]:
     return out
 
 
-def render_driveby(out_dir: Path, frames: int = 90, seed: int = 0, size=(640, 360), prompt: str | None = None) -> dict:
-    """Write driveby.mp4, driveby_gt.jsonl and driveby.json into ``out_dir``; return the summary."""
+def render_driveby(out_dir: Path, frames: int = 90, seed: int = 0, size=(640, 360), prompt: str | None = None,
+                   depth_noise: DepthNoise | None = None) -> dict:
+    """Write driveby.mp4, driveby_gt.jsonl and driveby.json into ``out_dir``; return the summary.
+
+    driveby_gt.jsonl has one line per frame: ``{"frame": i, "apples": [{"track_id", "box", "area"}, ...]}``.
+    With ``depth_noise`` (the depth sensor; level 0 = clean depth) the clip also gets:
+
+    - ``depth/frame_%06d.png`` for frame i = 0, 1, ...: uint16 millimetres, 0 = invalid, the video's size,
+      aligned to the frame (what the sensor saw: ``depth_noise.sense``);
+    - in each driveby_gt.jsonl line: ``"depth": "depth/frame_000000.png"``, ``"intrinsics": {fx, fy, cx, cy,
+      width, height}`` (the same every frame) and ``"apples_3d": [{"track_id", "frame", "center_m": [x, y, z],
+      "diameter_mm", "visible_fraction"}, ...]`` for the apples of that line's "apples" (OpenCV camera frame,
+      metres, the apple sphere's centre; visible_fraction: the share of its outline the frame shows);
+    - in driveby.json: ``"depth": "depth/frame_%06d.png"``, ``"intrinsics"`` and ``"depth_noise"`` (its parameters).
+    """
     w, h, _ = _check(size, frozenset())
     frames = int(frames)
     if frames < 1:
@@ -48,11 +67,12 @@ def render_driveby(out_dir: Path, frames: int = 90, seed: int = 0, size=(640, 36
     # a vehicle's wide-angle camera, not the narrow crops the stills also cover
     prm = sample_params(text, rng, (w, h), frozenset({"blur"}), fov_range=(45.0, 66.0))
     prm["no_apples"] = False
-    world = build_world(rng, prm, (pano_w, h))
+    world = build_world(rng, prm, (pano_w, h), depth=depth_noise is not None)
     still = dict(prm, noise_sigma=0.0, jpeg_quality=0, vignette=0.0)
     pano = camera.finish(rng, world.image, world.sky, still, stream=True)
 
     lines, seen = [], set()
+    drng = depth_rng(text, seed)  # the depth noise's own stream: the frames are the same with or without it
     video_path = out_dir / "driveby.mp4"
     with atomic.atomic_path(video_path) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (w, h))
@@ -70,11 +90,30 @@ def render_driveby(out_dir: Path, frames: int = 90, seed: int = 0, size=(640, 36
                 writer.write(frame)
                 apples = _boxes(ids)
                 seen.update(a["track_id"] for a in apples)
-                lines.append(json.dumps({"frame": i, "apples": apples}))
+                line = {"frame": i, "apples": apples}
+                if depth_noise is not None:
+                    line.update(_frame_depth(out_dir, world, i, x, dy, frame, ids, apples, prm["focal_px"], depth_noise, drng))
+                lines.append(json.dumps(line))
         finally:
             writer.release()
     atomic.write_text(out_dir / "driveby_gt.jsonl", "\n".join(lines) + "\n")
     summary = {"distinct_apples": len(seen), "frames": frames, "fps": FPS, "size": [w, h], "seed": int(seed),
                "prompt": prompt, "cultivar": prm["cultivar"], "light": prm["light"], "step_px_per_frame": step}
+    if depth_noise is not None:
+        summary.update(depth="depth/frame_%06d.png", intrinsics=depth_mod.intrinsics(prm["focal_px"], w, h),
+                       depth_noise=depth_noise.as_dict())
     atomic.write_json(out_dir / "driveby.json", summary)
     return summary
+
+
+def _frame_depth(out_dir: Path, world, i: int, x: int, dy: int, frame: np.ndarray, ids: np.ndarray, apples: list[dict],
+                 focal: float, noise: DepthNoise, rng: np.random.Generator) -> dict:
+    """Write frame i's depth PNG; return its driveby_gt.jsonl fields (depth, intrinsics, apples_3d)."""
+    h, w = ids.shape
+    intr = depth_mod.intrinsics(focal, w, h)
+    spheres = apple_spheres(world, intr, -x, dy)  # the frame shows the panorama from column x, moved down dy rows
+    clean = depth_mod.frame_depth(np.roll(world.depth.zbuf[:, x : x + w], dy, axis=0), ids, spheres, intr)
+    name = f"depth/frame_{i:06d}.png"
+    depth_mod.write_depth_png(out_dir / name, sense(clean, frame, focal, noise, rng))
+    truth = apple_truth(world, ids, spheres, [a["track_id"] for a in apples])
+    return {"depth": name, "intrinsics": intr, "apples_3d": [{"track_id": a["track_id"], "frame": i, **t} for a, t in zip(apples, truth)]}

@@ -19,6 +19,7 @@ from pomona.instances import Instances
 
 from . import apples as apple_mod
 from . import camera
+from . import depth as depth_mod
 from .canopy import (_BARK_PALETTE, background, cast_shadow, draw_branch, draw_leaf, leaf_batch, leaf_code, leaf_colours, leaf_polygons,
                      leaf_structure, random_walk_branch, shade_leaves)
 from .params import FAMILIES, sample_params
@@ -38,6 +39,11 @@ class Scene:
     image: np.ndarray
     instances: Instances
     params: dict
+    # With ``render(..., depth=True)`` (see depth.py): clean depth (float32 metres, 0 = none) aligned to
+    # ``image``, the pinhole intrinsics, and per labelled apple (in the instances' order) its 3D truth.
+    depth: np.ndarray | None = None
+    intrinsics: dict | None = None
+    apples_3d: list[dict] | None = None
 
 
 @dataclass
@@ -49,6 +55,7 @@ class World:
     sky: np.ndarray  # float32 in [0, 1]: how much of the pixel is open sky
     apples: list[dict]
     stats: dict
+    depth: depth_mod.DepthLayer | None = None  # with build_world(..., depth=True): occluder depth, apple areas
 
 
 def scene_rng(prompt: str, seed: int) -> np.random.Generator:
@@ -65,17 +72,45 @@ def _check(size, disable) -> tuple[int, int, frozenset]:
     return w, h, frozenset(disable)
 
 
-def render(prompt: str, seed: int, size: tuple[int, int] = (640, 640), disable: frozenset[str] = frozenset()) -> Scene:
-    """One synthetic orchard image with exact modal masks of every visible apple."""
+def render(prompt: str, seed: int, size: tuple[int, int] = (640, 640), disable: frozenset[str] = frozenset(),
+           depth: bool = False) -> Scene:
+    """One synthetic orchard image with exact modal masks of every visible apple; with ``depth``, also its
+    clean depth and each labelled apple's 3D ground truth (the image is the same either way)."""
     w, h, disable = _check(size, disable)
     rng = scene_rng(prompt, seed)
     prm = sample_params(prompt, rng, (w, h), disable)
-    world = build_world(rng, prm, (w, h))
+    world = build_world(rng, prm, (w, h), depth=depth)
     image = camera.finish(rng, world.image, world.sky, prm)
     instances = instances_from_idbuf(world.idbuf, len(world.apples))
     prm.update(world.stats)
     prm["apples_labelled"] = int(len(instances))
-    return Scene(image=image, instances=instances, params=prm)
+    scene = Scene(image=image, instances=instances, params=prm)
+    if depth:
+        scene.intrinsics = depth_mod.intrinsics(prm["focal_px"], w, h)
+        spheres = apple_spheres(world, scene.intrinsics, 0.0, 0.0)
+        scene.depth = depth_mod.frame_depth(world.depth.zbuf, world.idbuf, spheres, scene.intrinsics)
+        truth = apple_truth(world, world.idbuf, spheres, instances.meta.get("apple_ids", []))
+        scene.apples_3d = [{"label": i, **t} for i, t in enumerate(truth)]
+    return scene
+
+
+def apple_spheres(world: World, intr: dict, shift_x: float, shift_y: float) -> dict[int, tuple[np.ndarray, float]]:
+    """Apple id -> (centre, radius) in the camera ``intr`` that sees the world shifted by (shift_x, shift_y) pixels."""
+    px0, py0 = intr["cx"] + 0.5 - shift_x, intr["cy"] + 0.5 - shift_y  # principal point, renderer coordinates
+    return {k + 1: depth_mod.apple_sphere(a, intr["fx"], a["cx"] - px0, a["cy"] - py0) for k, a in enumerate(world.apples)}
+
+
+def apple_truth(world: World, idbuf: np.ndarray, spheres: dict, apple_ids: list[int]) -> list[dict]:
+    """3D ground truth of the apples ``apple_ids`` in the view whose id-buffer is ``idbuf``: centre (metres,
+    camera frame), diameter (mm) and the share of its whole outline that view shows (occlusion and frame cut)."""
+    counts = np.bincount(idbuf[idbuf > 0].ravel(), minlength=len(world.apples) + 1)
+    out = []
+    for k in apple_ids:
+        centre, radius = spheres[k]
+        full = world.depth.full_area.get(k, 0)
+        out.append({"center_m": [round(float(c), 6) for c in centre], "diameter_mm": round(2000.0 * radius, 3),
+                    "visible_fraction": round(min(1.0, float(counts[k]) / full), 4) if full else 0.0})
+    return out
 
 
 def instances_from_idbuf(idbuf: np.ndarray, n_apples: int, min_area: int = MIN_VISIBLE_PX) -> Instances:
@@ -93,25 +128,28 @@ def instances_from_idbuf(idbuf: np.ndarray, n_apples: int, min_area: int = MIN_V
 # ------------------------------------------------------------------------------------------------
 # Scene layout: one builder per layer
 # ------------------------------------------------------------------------------------------------
-def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int]) -> World:
-    """Lay out one frame layer by layer, then draw it back to front.
+def build_world(rng: np.random.Generator, prm: dict, size: tuple[int, int], depth: bool = False) -> World:
+    """Lay out one frame layer by layer, then draw it back to front (with ``depth``, a depth buffer too).
 
     The builders run in this order because they share ``rng``: the same seed then gives the same
     branches, leaves, apples and clutter. Distractors draw from their own stream (``extra``).
+    The depth buffer draws nothing from ``rng``: the image is the same with or without it.
     """
     lay = _Layout(rng, size[0], size[1], prm["focal_px"], prm["distance_m"])
-    image, sky, idbuf = _sky_and_rows(lay, prm)
+    image, sky, idbuf, ground = _sky_and_rows(lay, prm)
+    layer = depth_mod.DepthLayer(depth_mod.background_depth(lay.h, lay.w, lay.distance, ground), lay.focal) if depth else None
     lay.extra = rng.spawn(1)[0]  # distractors draw from their own stream: the rest of a seed's scene stays the same
     _branches(lay, prm)
     _canopy_behind(lay, prm)
     apples, front_leaf_ratio, front_twigs = _fruit(lay, prm)  # with the canopy in front of each apple
     clutter = _clutter(lay, prm)
     leaves = _leaf_batch(lay, prm)
-    image = _draw_back_to_front(lay, prm, image, idbuf, leaves, apples, clutter)
+    image = _draw_back_to_front(lay, prm, image, idbuf, leaves, apples, clutter, layer)
     stats = dict(apples_drawn=len(apples), leaves_drawn=0 if leaves is None else len(leaves["x"]), branches_drawn=len(lay.branches),
                  front_leaves=len(front_leaf_ratio), front_leaf_to_apple=float(np.median(front_leaf_ratio)) if front_leaf_ratio else 0.0,
                  front_twigs=front_twigs, clutter_drawn=len(clutter))
-    return World(image=image, idbuf=idbuf, sky=np.where(idbuf == -1, sky, 0).astype(np.float32), apples=apples, stats=stats)
+    return World(image=image, idbuf=idbuf, sky=np.where(idbuf == -1, sky, 0).astype(np.float32), apples=apples, stats=stats,
+                 depth=layer)
 
 
 @dataclass
@@ -183,10 +221,10 @@ class _Layout:
         return lens
 
 
-def _sky_and_rows(lay: _Layout, prm: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sky, ground and the blurred neighbouring rows: (image, soft sky mask, id-buffer with -1 on open sky)."""
-    image, sky = background(lay.rng, prm, prm, (lay.w, lay.h))
-    return image, sky, np.where(sky > 0.5, -1, 0).astype(np.int32)
+def _sky_and_rows(lay: _Layout, prm: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Sky, ground and the blurred neighbouring rows: (image, soft sky mask, id-buffer with -1 on open sky, ground mask)."""
+    image, sky, ground = background(lay.rng, prm, prm, (lay.w, lay.h))
+    return image, sky, np.where(sky > 0.5, -1, 0).astype(np.int32), ground
 
 
 def _branches(lay: _Layout, prm: dict) -> None:
@@ -413,8 +451,10 @@ def _depth_order(leaves: dict | None, branches: list, clutter: list, apples: lis
 
 
 def _draw_back_to_front(lay: _Layout, prm: dict, image: np.ndarray, idbuf: np.ndarray, leaves: dict | None,
-                        apples: list[dict], clutter: list) -> np.ndarray:
-    """Draw everything far to near into ``image`` (returned: the depth-of-field blur replaces it) and ``idbuf``."""
+                        apples: list[dict], clutter: list, layer: depth_mod.DepthLayer | None = None) -> np.ndarray:
+    """Draw everything far to near into ``image`` (returned: the depth-of-field blur replaces it), ``idbuf``
+    and, if given, the depth ``layer``."""
+    zbuf = None if layer is None else layer.zbuf
     n_leaves = 0 if leaves is None else len(leaves["x"])
     if n_leaves:
         depth_frac = np.clip((leaves["z"] - lay.z_front) / lay.span, 0, 1)
@@ -443,13 +483,17 @@ def _draw_back_to_front(lay: _Layout, prm: dict, image: np.ndarray, idbuf: np.nd
         elif kind == "apple":
             spec = apples[payload]
             apple_mod.draw_apple(image, idbuf, spec, payload + 1, dict(prm, sun=prm["sun"] * spec["sun_scale"]), float(_brightness(prm, spec["z"])))
+            if layer is not None:
+                layer.apple(idbuf, spec, payload + 1, apple_mod.draw_apple)
         elif kind == "branch":
             _, pts, bark = lay.branches[payload]
-            draw_branch(image, idbuf, pts, bark, prm, float(_brightness(prm, z)))
+            draw_branch(image, idbuf, pts, bark, prm, float(_brightness(prm, z)), zbuf, z)
         else:
-            _draw_clutter(image, idbuf, kind, payload, prm, float(_brightness(prm, z)), lay.h, lay.w)
+            _draw_clutter(image, idbuf, kind, payload, prm, float(_brightness(prm, z)), lay.h, lay.w, zbuf, z)
     if n_leaves:
-        shade_leaves(image, idbuf, leaves, structure, in_focus)
+        shade_leaves(image, idbuf, leaves, structure, in_focus, zbuf)
+    if layer is not None:
+        layer.settle(idbuf)
     return image
 
 
@@ -468,14 +512,18 @@ def _random_bands(rng: np.random.Generator, h: int, px_per_m: float) -> list[lis
     return bands
 
 
-def _draw_clutter(image, idbuf, kind, p, light, brightness, h, w) -> None:
+def _draw_clutter(image, idbuf, kind, p, light, brightness, h, w, zbuf=None, z=0.0) -> None:
+    """Draw one post, tape or wire into ``image`` and ``idbuf`` (and its depth z into ``zbuf``, if given)."""
+    marks = [idbuf] if zbuf is None else [idbuf, zbuf]
+    values = (0, float(z))
     amb, sun = light["ambient"], light["sun"]
     tint = np.array(light["light_bgr"], np.float32)
     if kind == "post":
         x0, x1 = p["x"], p["x"] + p["lean"] * h
         half = p["width"] / 2
         quad = np.array([[x0 - half, h], [x0 + half, h], [x1 + half, 0], [x1 - half, 0]], np.float32)
-        cv2.fillPoly(idbuf, [quad.round().astype(np.int32)], 0)
+        for buf, value in zip(marks, values):
+            cv2.fillPoly(buf, [quad.round().astype(np.int32)], value)
         for top, bottom, colour in [[0.0, float(h), p["colour"]], *p.get("bands", [])]:
             # Three vertical strips, darker on the side away from the light: the post reads as round.
             base = np.array(colour, np.float32) * tint * brightness
@@ -490,7 +538,8 @@ def _draw_clutter(image, idbuf, kind, p, light, brightness, h, w) -> None:
         for k, twist in enumerate(p["twist"]):
             colour = np.clip(base * (amb + twist * sun) * 255, 0, 255).tolist()
             cv2.line(image, tuple(pts[k].tolist()), tuple(pts[k + 1].tolist()), colour, p["width"], cv2.LINE_AA)
-            cv2.line(idbuf, tuple(pts[k].tolist()), tuple(pts[k + 1].tolist()), 0, p["width"])
+            for buf, value in zip(marks, values):
+                cv2.line(buf, tuple(pts[k].tolist()), tuple(pts[k + 1].tolist()), value, p["width"])
     else:  # wire / hose: a sagging curve across the frame
         xs = np.linspace(-5, w + 5, 24, dtype=np.float32)
         t = xs / w
@@ -498,4 +547,5 @@ def _draw_clutter(image, idbuf, kind, p, light, brightness, h, w) -> None:
         pts = np.stack([xs, ys], 1).round().astype(np.int32)
         colour = np.array(p.get("colour", [0.45, 0.45, 0.45]), np.float32) * (amb + 0.8 * sun) * brightness * 255
         cv2.polylines(image, [pts], False, np.clip(colour, 0, 255).tolist(), p["width"], cv2.LINE_AA)
-        cv2.polylines(idbuf, [pts], False, 0, p["width"])
+        for buf, value in zip(marks, values):
+            cv2.polylines(buf, [pts], False, value, p["width"])

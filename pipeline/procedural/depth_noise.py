@@ -1,0 +1,139 @@
+"""What an active stereo depth camera (RealSense D4xx-like) makes of the clean depth of a render.
+
+- Error grows with the square of the distance: stereo measures disparity d = f b / z with a roughly
+  constant sub-pixel error, so sigma_z = z^2 * subpixel / (f b) (Intel's tuning white paper for the
+  D415/D435). Defaults: a D435 at 848 x 480 (f = 424 px at 90 deg HFOV, baseline 50 mm) with a sub-pixel
+  RMS of 0.2 px, which gives its data-sheet figure of about 2% RMS at 2 m (k = 0.0094 /m, 9.4 mm at 1 m).
+  The error is spatially correlated over a few pixels, as block matching makes it.
+- Holes at depth edges: background the right imager cannot see past a nearer edge (the band left of
+  every foreground edge, as wide as the disparity jump), and the far side of every depth jump (mixed
+  matching windows).
+- Invalid pixels on dark surfaces (no texture left to match) and on saturated highlights (specular skin).
+- Nothing nearer than the minimum range (the largest disparity searched) or beyond the maximum range.
+
+``level`` scales the disparity error (1 = the D435-like default, 2 = twice the error); level 0 is the
+clean depth, untouched. The parameters used go into the manifest (``as_dict``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import cv2
+import numpy as np
+
+from pomona.errors import PomonaError
+
+PRESETS = {"clean": 0.0, "d435": 1.0}
+DEFAULT = "d435"
+
+
+@dataclass(frozen=True)
+class DepthNoise:
+    name: str = DEFAULT
+    level: float = 1.0
+    focal_px: float = 424.0  # the depth imager's: D435 at 848 px, 90 deg HFOV
+    baseline_m: float = 0.050
+    subpixel_px: float = 0.2  # disparity RMS error at level 1: ~2% RMS at 2 m
+    corr_px: float = 1.5  # the error's spatial correlation (Gaussian sigma, colour-image pixels)
+    min_range_m: float = 0.17  # D435 at 848 x 480: f b / 126 px of disparity search
+    max_range_m: float = 4.0
+    edge_jump: float = 0.04  # relative depth jump within 3 x 3 pixels that breaks matching
+    dark_luma: float = 0.06  # luma (0-1) below which matching starts failing; all fail at half of it
+    bright_luma: float = 0.97  # luma above which highlights start failing; all fail at saturation
+
+    @property
+    def k_per_m(self) -> float:
+        """sigma_z = k * z^2 (z in metres)."""
+        return self.level * self.subpixel_px / (self.focal_px * self.baseline_m)
+
+    def params(self) -> dict:
+        """The fields, to rebuild it: ``DepthNoise(**noise.params())``."""
+        return asdict(self)
+
+    def as_dict(self) -> dict:
+        """The fields and the derived k, as recorded in the manifest."""
+        return dict(asdict(self), k_per_m=self.k_per_m)
+
+
+def depth_noise(level: str | float | None) -> DepthNoise:
+    """A preset name (clean, d435) or a non-negative number (the d435 error times that)."""
+    if level is None:
+        level = DEFAULT
+    text = str(level).strip().lower()
+    if text in PRESETS:
+        return replace(DepthNoise(), name=text, level=PRESETS[text])
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or value < 0:
+        raise PomonaError(f"--depth-noise must be a number >= 0 or one of {', '.join(PRESETS)}, got {level!r}")
+    return replace(DepthNoise(), name="clean" if value == 0 else f"d435x{value:g}", level=value)
+
+
+def depth_rng(prompt: str, seed: int) -> np.random.Generator:
+    """The depth noise's own stream: the scene's generator is never touched, so the image stays the same."""
+    import zlib
+
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32((prompt or "").encode()), 0x64657074])
+
+
+def sense(clean: np.ndarray, image: np.ndarray, fx: float, noise: DepthNoise, rng: np.random.Generator) -> np.ndarray:
+    """Noisy depth (float32 metres, 0 = invalid) from clean depth (0 = none) and the aligned BGR image;
+    ``fx``: the colour image's focal length in pixels (the depth is aligned to it)."""
+    clean = np.asarray(clean, np.float32)
+    if noise.level == 0:
+        return clean.copy()
+    valid = clean > 0
+    valid &= ~shadowed(clean, fx * noise.baseline_m)
+    valid &= ~depth_edges(clean, noise.edge_jump)
+    valid &= ~unmatched(image, noise, rng)
+    fb = noise.focal_px * noise.baseline_m
+    disparity = np.where(clean > 0, fb / np.maximum(clean, 1e-6), 0) + noise.level * noise.subpixel_px * correlated_noise(rng, clean.shape, noise.corr_px)
+    valid &= disparity > 0
+    z = np.where(valid, fb / np.maximum(disparity, 1e-9), 0).astype(np.float32)
+    z[(z < noise.min_range_m) | (z > noise.max_range_m)] = 0
+    return z
+
+
+def shadowed(depth: np.ndarray, fb_px_m: float) -> np.ndarray:
+    """Pixels the second imager (to the right, ``fb_px_m`` = focal in pixels x baseline) cannot see: a nearer
+    surface to their right shifts over them. Pixel x is hidden if some x' > x has D(x') - D(x) >= x' - x."""
+    h, w = depth.shape
+    disparity = np.where(depth > 0, fb_px_m / np.maximum(depth, 1e-6), 0.0)
+    a = disparity - np.arange(w)[None, :]
+    right_max = np.maximum.accumulate(a[:, ::-1], axis=1)[:, ::-1]  # max over x' >= x
+    beyond = np.concatenate([right_max[:, 1:], np.full((h, 1), -np.inf)], axis=1)  # max over x' > x
+    return beyond >= a + 0.5
+
+
+def depth_edges(depth: np.ndarray, jump: float) -> np.ndarray:
+    """The far side of every depth edge: pixels with a neighbour (3 x 3) nearer by more than ``jump`` of its
+    depth, where the matching window straddles both surfaces (sky counts as far)."""
+    far = np.where(depth > 0, depth, 1e3).astype(np.float32)
+    nearest = cv2.erode(far, np.ones((3, 3), np.uint8))
+    return (far - nearest) > jump * nearest
+
+
+def unmatched(image: np.ndarray, noise: DepthNoise, rng: np.random.Generator) -> np.ndarray:
+    """Dark and saturated pixels where matching fails, in blobs (a smooth random threshold)."""
+    luma = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
+    dark = np.clip((noise.dark_luma - luma) / (noise.dark_luma / 2), 0, 1)
+    bright = np.clip((luma - noise.bright_luma) / max(1.0 - noise.bright_luma - 1 / 255, 1e-3), 0, 1)
+    chance = np.maximum(dark, bright)
+    if not chance.any():
+        return np.zeros(luma.shape, bool)
+    u = 1 / (1 + np.exp(-1.702 * correlated_noise(rng, luma.shape, 2.0)))  # ~uniform on [0, 1]
+    return chance > u
+
+
+def correlated_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
+    """Unit-variance Gaussian noise, smoothed over ``sigma_px``."""
+    white = rng.standard_normal(shape, dtype=np.float32)
+    if sigma_px <= 0:
+        return white
+    smooth = cv2.GaussianBlur(white, (0, 0), sigma_px)
+    # Variance of white noise after a normalised Gaussian kernel of sigma s: 1 / (4 pi s^2) (for s >~ 1).
+    return smooth * np.float32(np.sqrt(4 * np.pi) * sigma_px)
+
