@@ -6,6 +6,7 @@ workstation and is imported lazily. Every backend reports its model facts as a :
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import zipfile
@@ -32,22 +33,41 @@ def resolve_backend(model: Path, backend: str) -> str:
     return name
 
 
+# ONNX Runtime's worker threads spin between parallel sections by default: faster alone, but on a small CPU they
+# starve the capture and post-processing threads that run beside inference. Chosen by measurement
+# (benchmarks/latency/results.md, "ONNX Runtime threads and spinning"); POMONA_ORT_THREADS and
+# POMONA_ORT_SPINNING (0/1) override it on a machine where another choice measures faster.
+SPINNING = 0
+
+
+def _env_int(name: str, default: int | None = None) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise PomonaError(f"{name} must be an integer, got {value!r}") from None
+
+
 class OnnxBackend:
     """ONNX Runtime with the best execution provider present (TensorRT > CUDA > CPU)."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None,
+                 spinning: bool | None = None):
         import onnxruntime as ort
 
         if not path.is_file():
             raise PomonaError(f"model not found: {path}")
+        threads = threads or _env_int("POMONA_ORT_THREADS") or cpu_cores()
+        spinning = spinning if spinning is not None else bool(_env_int("POMONA_ORT_SPINNING", SPINNING))
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or cpu_cores()
-        # Spinning worker threads starve the capture/render threads and anything else on a small CPU
-        # (measured on 2 cores with one busy: 2x slower inference); sleeping threads cost ~nothing here.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self.threads, self.spinning = threads, spinning
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         available = ort.get_available_providers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,17 @@ from pomona.edge.backends import OnnxBackend, TensorRTBackend, UltralyticsBacken
 from pomona.errors import PomonaError
 from pomona.instances import Instances
 from pomona.models import resolve_model
+
+
+@dataclass
+class Staged:
+    """One frame on its way through the model: its letterbox, then its input blob, then the raw outputs."""
+
+    lb: P.Letterbox
+    blob: np.ndarray | None
+    timings: dict[str, float]
+    pred: np.ndarray | None = None
+    protos: np.ndarray | None = None
 
 
 class Predictor:
@@ -80,19 +92,38 @@ class Predictor:
             image = np.clip(image, 0, 255).astype(np.uint8)
         return image
 
+    @property
+    def staged(self) -> bool:
+        """Whether a frame can go through :meth:`prepare`, :meth:`infer` and :meth:`finish` as separate steps
+        (on separate threads: the runner's pipeline); Ultralytics' predictor takes whole frames only."""
+        return not isinstance(self._backend, UltralyticsBackend)
+
     def __call__(self, image_bgr: np.ndarray) -> Instances:
-        image = self._as_bgr(image_bgr)
-        if isinstance(self._backend, UltralyticsBackend):
-            return self._predict_ultralytics(image)
+        if not self.staged:
+            return self._predict_ultralytics(self._as_bgr(image_bgr))
+        return self.finish(self.infer(self.prepare(image_bgr)))
+
+    def prepare(self, image_bgr: np.ndarray) -> Staged:
+        """Letterbox + blob: the CPU work before the model, which a capture thread can do."""
         t0 = time.perf_counter()
+        image = self._as_bgr(image_bgr)
         padded, lb = P.letterbox(image, self.input_hw, auto=self._backend.dynamic, stride=self.info.stride)
         blob = P.to_blob(padded)
-        t1 = time.perf_counter()
-        pred, protos = self._backend(blob)
-        t2 = time.perf_counter()
-        inst = self.postprocess(pred[0], protos[0], lb)
-        t3 = time.perf_counter()
-        self.last_timings = {"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3}
+        return Staged(lb, blob, {"pre": (time.perf_counter() - t0) * 1e3})
+
+    def infer(self, staged: Staged) -> Staged:
+        """The model itself (the accelerator's, or ONNX Runtime's threads'); fills in the raw outputs."""
+        t0 = time.perf_counter()
+        pred, protos = self._backend(staged.blob)
+        staged.timings["infer"] = (time.perf_counter() - t0) * 1e3
+        staged.blob, staged.pred, staged.protos = None, pred[0], protos[0]
+        return staged
+
+    def finish(self, staged: Staged) -> Instances:
+        """NMS and masks at source resolution; sets ``last_timings`` (pre, infer, post) for this frame."""
+        t0 = time.perf_counter()
+        inst = self.postprocess(staged.pred, staged.protos, staged.lb)
+        self.last_timings = {**staged.timings, "post": (time.perf_counter() - t0) * 1e3}
         return inst
 
     def postprocess(self, pred: np.ndarray, protos: np.ndarray, lb: P.Letterbox) -> Instances:

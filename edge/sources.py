@@ -34,6 +34,7 @@ class Frame:
     image: np.ndarray
     name: str  # file name for images, "frame_000123" otherwise
     capture_ms: float  # time spent reading/decoding this frame
+    prepared: object = None  # what the source's ``prepare`` made of the image (the model's input), if it has one
 
 
 def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30) -> str:
@@ -122,8 +123,13 @@ class FrameSource:
     """Iterate frames from ``spec``; ``dropped`` counts live frames replaced before they were used."""
 
     def __init__(self, spec: str, opener: Callable[[], object] | None = None, live: bool | None = None,
-                 retries: int = 5, retry_delay: float = 0.5, frame_timeout: float = 10.0, queue_size: int = 8):
+                 retries: int = 5, retry_delay: float = 0.5, frame_timeout: float = 10.0, queue_size: int = 8,
+                 prepare: Callable[[np.ndarray], object] | None = None):
         self.spec = str(spec)
+        # prepare(image) -> Frame.prepared: files and folders run it in the capture thread, beside the model (the
+        # frame after the one being inferred gets letterboxed meanwhile); live sources run it when a frame is
+        # taken, so the frames dropped as stale cost nothing
+        self._prepare = prepare
         self.kind = "custom" if opener is not None else classify(self.spec)
         self.live = live if live is not None else self.kind in ("camera", "stream", "gstreamer")
         self.retries, self.retry_delay, self.frame_timeout = retries, retry_delay, frame_timeout
@@ -196,11 +202,16 @@ class FrameSource:
             if image is None:  # one bad file (a camera cut off mid-write) must not end a field run
                 self._skip(path, why)
                 continue
-            if not self._put(Frame(i, float(i), image, path.name, ms)):
+            if not self._put(self._prepared(Frame(i, float(i), image, path.name, ms))):
                 return
             delivered += 1
         if not delivered:
             self._fail_unreadable()
+
+    def _prepared(self, frame: Frame) -> Frame:
+        if self._prepare is not None:
+            frame.prepared = self._prepare(frame.image)
+        return frame
 
     def _skip(self, path: Path, why: str) -> None:
         if len(self.skipped_files) < SKIPPED_KEPT:
@@ -225,7 +236,7 @@ class FrameSource:
                 return  # end of file
             pos = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0 if hasattr(self._cap, "get") else 0.0
             ts = pos if pos > 0 else (i / self.fps if self.fps > 0 else float(i))
-            if not self._put(Frame(i, ts, image, f"frame_{i:06d}", ms)):
+            if not self._put(self._prepared(Frame(i, ts, image, f"frame_{i:06d}", ms))):
                 return
             i += 1
 
@@ -312,7 +323,7 @@ class FrameSource:
                         raise self._error
                     return
                 frame, self._latest_taken = self._latest, True
-            yield frame
+            yield self._prepared(frame)
 
     def close(self) -> None:
         self._stop.set()

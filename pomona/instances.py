@@ -117,15 +117,25 @@ class Instances:
     @property
     def centroids(self) -> np.ndarray:
         """(N, 2) x, y centroid of each mask (box centre when there are no masks or the mask is empty)."""
+        if self.masks is not None:
+            return self._moments()[1]
         out = np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) / 2, (self.boxes[:, 1] + self.boxes[:, 3]) / 2], 1)
-        out = out.astype(np.float32).reshape(len(self), 2)
-        if self.masks is None:
-            return out
+        return out.astype(np.float32).reshape(len(self), 2)
+
+    def _moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mask areas and centroids in one pass over the box windows: from row and column pixel counts
+        (two sums per apple) rather than the coordinates of every pixel, which cost a frame's budget."""
+        areas = np.zeros(len(self), np.float32)
+        cents = np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) / 2, (self.boxes[:, 1] + self.boxes[:, 3]) / 2], 1)
+        cents = cents.astype(np.float32).reshape(len(self), 2)
         for i, x0, y0, crop in self.mask_crops():
-            ys, xs = np.nonzero(crop)
-            if len(xs):
-                out[i] = (xs.mean() + x0, ys.mean() + y0)
-        return out
+            cols = np.count_nonzero(crop, axis=0)
+            area = int(cols.sum())
+            areas[i] = area
+            if area:
+                rows = np.count_nonzero(crop, axis=1)
+                cents[i] = (cols @ np.arange(len(cols)) / area + x0, rows @ np.arange(len(rows)) / area + y0)
+        return areas, cents
 
     def polygons(self) -> list[np.ndarray]:
         """One (bridged) pixel polygon per instance; the box outline where there is no mask."""
@@ -206,7 +216,7 @@ class Instances:
 
     def to_records(self, with_polygons: bool = False, decimals: int = 1) -> list[dict]:
         """JSON-ready per-instance dicts (box, score, class, mask area, centroid, optional polygon)."""
-        areas, cents = self.areas, self.centroids
+        areas, cents = self._moments() if self.masks is not None else (self.areas, self.centroids)
         polys = self.polygons() if with_polygons else None
         out = []
         for i in range(len(self)):

@@ -33,16 +33,20 @@ def join_polygons(parts: list[np.ndarray]) -> np.ndarray:
     if not parts:
         return np.zeros((0, 2), np.float32)
     base = parts[0]
+    if len(parts) == 1:  # the common case (one whole apple): no bridges, no per-point work
+        return base.astype(np.float32)
     excursions: dict[int, list[np.ndarray]] = {}
     for part in parts[1:]:
         d = ((base[:, None, :] - part[None, :, :]) ** 2).sum(-1)
         i, k = np.unravel_index(int(d.argmin()), d.shape)
         loop = np.concatenate([np.roll(part, -k, axis=0), part[k : k + 1], base[i : i + 1]])
         excursions.setdefault(int(i), []).append(loop)
-    out = []
-    for i, point in enumerate(base):
-        out.append(point[None])
-        out.extend(excursions.get(i, []))
+    out, start = [], 0
+    for i in sorted(excursions):  # base points up to and including i, then the excursions that leave from i
+        out.append(base[start : i + 1])
+        out.extend(excursions[i])
+        start = i + 1
+    out.append(base[start:])
     return np.concatenate(out).astype(np.float32)
 
 

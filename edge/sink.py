@@ -1,0 +1,77 @@
+"""The last stage of a frame (post-processing, tracking, JSON Lines, drawing) on its own thread.
+
+``pomona run`` is a pipeline of three threads: the capture thread reads and letterboxes frame i+1 while the
+main thread runs the model on frame i and this one finishes frame i-1. On a GPU (a Jetson) the three
+overlap almost fully; on a small CPU they share the cores with ONNX Runtime's own threads, and whether the
+thread pays off there is measured (benchmarks/latency/results.md), not assumed: ``threaded=False`` runs
+each frame's last stage inline, in the caller's thread.
+
+Frames are finished in the order they were put (one thread, one FIFO queue), so tracking and the JSONL
+see the stream as it came. The queue is short: a frame waits at most ``depth`` frames for its outputs, and
+a live camera's newest frame is never held back behind a backlog.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable
+
+_END = object()
+
+
+class FrameSink:
+    """Calls ``finish(item)`` for every ``put(item)``, in order, on a worker thread (or inline).
+
+    An error in ``finish`` (a full disk) stops the sink; the next ``put`` or ``close`` raises it in the
+    caller's thread, so the run ends with that error as it would without the thread.
+    """
+
+    def __init__(self, finish: Callable[[object], None], threaded: bool = True, depth: int = 2):
+        self._finish = finish
+        self._error: BaseException | None = None
+        self._thread = None
+        if threaded:
+            self._queue: queue.Queue = queue.Queue(maxsize=depth)
+            self._thread = threading.Thread(target=self._run, name="pomona-sink", daemon=True)
+            self._thread.start()
+
+    def put(self, item) -> None:
+        if self._thread is None:
+            self._finish(item)
+            return
+        while True:
+            self._raise()
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish what was put (at most ``depth`` frames), stop the thread, raise the error it met, if any."""
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.put(_END, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join(timeout)
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            try:
+                self._finish(item)
+            except BaseException as e:  # raised again in the caller's thread (put / close)
+                self._error = e
+                return
