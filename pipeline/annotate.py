@@ -75,8 +75,10 @@ class AnnotateReport:
 
 def annotate(dataset: Path, labeler: str = "gt", detector: str | None = None, segmenter: str | None = None,
              conf: float = 0.25, min_score: float = 0.0, min_area: int = 30, fill_holes: bool = False,
-             refine: bool = False, imgsz: int = 640, device: str | None = None) -> AnnotateReport:
-    """Label every image of ``dataset`` (a folder with ``images/``) with ``labeler``; see the module doc."""
+             refine: bool = False, imgsz: int = 640, device: str | None = None, ray: str | None = None):
+    """Label every image of ``dataset`` (a folder with ``images/``) with ``labeler``; see the module doc.
+    ``ray``: a Ray address; the model-backed labellers then run as actors on that cluster
+    (:mod:`pomona.pipeline.cluster.label`), ``gt`` runs here (it only reads the renderer's labels)."""
     start = time.perf_counter()
     root = _dataset_root(Path(dataset))
     images = list_images(root / "images")
@@ -89,17 +91,19 @@ def annotate(dataset: Path, labeler: str = "gt", detector: str | None = None, se
 
     settings = dict(labeler=labeler, conf=conf, min_score=min_score, min_area=min_area, fill_holes=fill_holes,
                     imgsz=imgsz)
+    if ray is not None:
+        from pomona.pipeline.cluster.label import annotate_ray
+
+        models = check_labeler(labeler, detector, segmenter, refine, settings)
+        return annotate_ray(root, [p.name for p in images], settings, models, conf, imgsz, device, ray)
     label_image = _build_labeler(labeler, detector, segmenter, conf, refine, imgsz, device, settings)
     labels_dir, gt_dir = root / "labels", root / "labels_gt"
     preserve_gt = not gt_dir.exists() and _holds_labels(labels_dir) and not _written_by_labeller(root)
     coco, dropped = _CocoBuilder(), 0
     with atomic.atomic_dir(labels_dir) as tmp:
         for path in tqdm(images, desc=f"annotate ({labeler})", unit="img"):
-            image = read_image(path)
-            inst = label_image(image).with_masks_cleaned(min_area, fill=fill_holes, exclusive=True)
-            keep = inst.scores >= min_score
-            dropped += int((~keep).sum())
-            inst = inst[keep.nonzero()[0]]
+            inst, low = label_one(label_image, read_image(path), min_area, fill_holes, min_score)
+            dropped += low
             (tmp / f"{path.stem}.txt").write_text(format_labels(inst))
             coco.add(path.name, inst)
         if preserve_gt:  # the renderer's exact labels become the reference for `evaluate labels`
@@ -111,6 +115,14 @@ def annotate(dataset: Path, labeler: str = "gt", detector: str | None = None, se
                           labels_dir, coco_path, dropped, gt_dir if gt_dir.exists() else None)
 
 
+def label_one(label_image, image, min_area: int, fill_holes: bool, min_score: float) -> tuple[Instances, int]:
+    """One image's labels after the shared clean-up and --min-score, and how many fell under it; the same for a
+    run here and for the actors of a Ray run."""
+    inst = label_image(image).with_masks_cleaned(min_area, fill=fill_holes, exclusive=True)
+    keep = inst.scores >= min_score
+    return inst[keep.nonzero()[0]], int((~keep).sum())
+
+
 # --- labellers ---------------------------------------------------------------------------------------
 
 
@@ -118,6 +130,13 @@ def _build_labeler(labeler: str, detector: str | None, segmenter: str | None, co
                    device: str | None, settings: dict):
     """Load the models and return image -> Instances. Every weights file is checked before any
     slow import or model load, so a missing one fails in seconds."""
+    models = check_labeler(labeler, detector, segmenter, refine, settings)
+    return load_labeler(labeler, *models, conf, imgsz, normalize_device(device))
+
+
+def check_labeler(labeler: str, detector: str | None, segmenter: str | None, refine: bool,
+                  settings: dict) -> tuple[str, str, str | None]:
+    """(detector, its role, segmenter or None) after checking the flags and that every weights file is there."""
     if labeler == "yolo-sam":
         if refine:
             raise PomonaError("--refine applies to --labeler model (yolo-sam always segments with SAM)")
@@ -134,7 +153,11 @@ def _build_labeler(labeler: str, detector: str | None, segmenter: str | None, co
     find_yolo_weights(detector, what)
     if segmenter is not None:
         resolve_segmenter(segmenter)
-    device = normalize_device(device)
+    return str(detector), what, None if segmenter is None else str(segmenter)
+
+
+def load_labeler(labeler: str, detector: str, what: str, segmenter: str | None, conf: float, imgsz: int, device: str):
+    """Load the models (checked by :func:`check_labeler`) and return image -> Instances."""
     model = load_yolo(detector, what)
     source = f"{what} '{detector}'"
     apple_class_id(model, source)  # before the slow SAM load
@@ -166,6 +189,10 @@ def _annotate_gt(root: Path, images: list[Path], start: float) -> AnnotateReport
 # --- outputs ----------------------------------------------------------------------------------------
 
 
+def coco_part(file_name: str, instances: Instances) -> dict:
+    return to_coco([(file_name, instances)], {APPLE_ID: APPLE})
+
+
 class _CocoBuilder:
     """COCO built image by image with pomona.dataset.to_coco, masks RLE-compressed as they come:
     keeping every image's full-resolution masks until the end would take gigabytes."""
@@ -179,7 +206,10 @@ class _CocoBuilder:
         return len(self.annotations)
 
     def add(self, file_name: str, instances: Instances) -> None:
-        part = to_coco([(file_name, instances)], {APPLE_ID: APPLE})
+        self.add_part(coco_part(file_name, instances))
+
+    def add_part(self, part: dict) -> None:
+        """One image's :func:`coco_part` (made here, or by a Ray actor): ids follow the order of the calls."""
         image_id, first_ann_id = len(self.images) + 1, len(self.annotations) + 1
         self.images += [{**image, "id": image_id} for image in part["images"]]
         self.annotations += [{**ann, "id": first_ann_id + i, "image_id": image_id}
