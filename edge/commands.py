@@ -29,12 +29,18 @@ def run(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames."),
     no_polygons: bool = typer.Option(False, "--no-polygons", help="Leave polygons out of the JSONL (smaller files)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    depth: Optional[str] = typer.Option(None, "--depth", help="Aligned 16-bit depth (mm): a folder of PNGs (paired by "
+                                                              "name or frame index), a 16-bit video, or realsense[:SERIAL]. "
+                                                              "Adds each apple's 3D centre, diameter and picking point."),
+    intrinsics: Optional[Path] = typer.Option(None, "--intrinsics", help="With --depth: JSON with fx, fy, cx, cy, or "
+                                                                        "the renderer's manifest.jsonl."),
 ) -> None:
     """Run the model on a camera, stream, video or folder: annotated output, JSONL, live FPS on stderr."""
     from pomona.edge.runner import run as run_source
 
     summary = run_source(model, source, conf=conf, iou=iou, imgsz=imgsz, out=out, save_video=save_video, jsonl=jsonl,
-                         track=track, backend=backend, max_frames=max_frames, polygons=not no_polygons)
+                         track=track, backend=backend, max_frames=max_frames, polygons=not no_polygons, depth=depth,
+                         intrinsics=intrinsics)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
         _exit_for_signal(summary)

@@ -162,14 +162,20 @@ class _AnnotatedOutput:
 def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, imgsz: int | None = None,
         out: Path | None = None, save_video: bool = False, jsonl: Path | None = None, track: bool = False,
         backend: str = "auto", max_frames: int | None = None, polygons: bool = True, quiet: bool = False,
-        source_kwargs: dict | None = None) -> dict:
+        source_kwargs: dict | None = None, depth: str | None = None, intrinsics: Path | None = None) -> dict:
     """Process ``source`` until it ends (or Ctrl-C / SIGTERM / ``max_frames``); returns a summary dict.
 
     SIGTERM ends the run like Ctrl-C: outputs closed, summary returned, ``signal`` in it names which
     ("SIGINT" or "SIGTERM"; None when the source ended), so the CLI can exit 143 (128 + 15) for SIGTERM.
     Unreadable images in a folder are skipped and counted (``skipped``, ``skipped_files``: the first
     sources.SKIPPED_KEPT names); a full disk ends the run with a PomonaError and leaves complete JSONL lines only.
+    ``depth`` (+ ``intrinsics``): aligned depth that gives each apple its picking target (edge/depth.py).
     """
+    from pomona.edge.depth import open_depth
+
+    depth_in = open_depth(depth, intrinsics, source)  # before the model loads: a wrong path is one line, at once
+    if depth_in is not None:
+        source_kwargs = {**(source_kwargs or {}), **depth_in.source_kwargs}
     predictor = Predictor(model, backend=backend, conf=conf, iou=iou, imgsz=imgsz)
     tracker = None
     if track:
@@ -194,6 +200,8 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
                 inst = predictor(image)
                 if tracker is not None:
                     inst = tracker.update(inst)
+                if depth_in is not None:
+                    inst = depth_in.add_targets(frame, inst, scale)
                 apples += len(inst)
                 if writer is not None:
                     extra = {"scale": scale} if scale != 1.0 else {}
@@ -201,8 +209,9 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
                         extra["distinct_apples"] = tracker.count
                     if src.live:
                         extra["dropped"] = src.dropped
-                    writer.write(frame_record(frame.index, frame.timestamp, inst, frame.name,
-                                              predictor.last_timings, polygons, extra))
+                    timings = predictor.last_timings if depth_in is None else {**predictor.last_timings,
+                                                                               **depth_in.last_timings}
+                    writer.write(frame_record(frame.index, frame.timestamp, inst, frame.name, timings, polygons, extra))
                 if drawn is not None:
                     drawn.write(image, inst, frame.name)
                 n += 1
@@ -217,6 +226,8 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
             if not quiet and fps.n_last:  # end the live FPS line, so an error or the summary starts a line
                 print("", file=sys.stderr)
             src.close()
+            if depth_in is not None:
+                depth_in.close()
             if writer is not None:
                 writer.close()
             if drawn is not None:

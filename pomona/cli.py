@@ -202,6 +202,22 @@ def evaluate_model(
         typer.echo(f"note: {result['note']}", err=True)
 
 
+@evaluate_app.command("picking")
+def evaluate_picking(
+    pred_jsonl: Path = typer.Argument(..., help="JSON Lines of `pomona run --depth` (with polygons)."),
+    dataset: Path = typer.Argument(..., help="Dataset rendered with `pomona generate OUT --depth` (labels + 3D truth)."),
+    iou: float = typer.Option(0.5, help="Mask IoU for a match."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (figures again under 'target': "
+                                                      "apples <= 1 m away and >= 50% visible)."),
+) -> None:
+    """Picking targets against 3D truth: matched, missed, centre and diameter errors by distance and visibility."""
+    from pomona.pipeline.evaluate_picking import evaluate_picking as run
+
+    with stdout_to_stderr(as_json):
+        result = run(pred_jsonl, dataset, iou=iou)
+    _emit(result, as_json, "picking targets")
+
+
 @app.command()
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), help="Run folder."),

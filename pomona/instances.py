@@ -8,11 +8,14 @@ edge path can use it without torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from pomona import masks as mask_ops
+
+if TYPE_CHECKING:
+    from pomona.picking import PickingTargets
 
 
 @dataclass
@@ -21,7 +24,8 @@ class Instances:
 
     boxes: (N, 4) float32 xyxy pixels. masks: (N, H, W) bool at image resolution, or None for
     box-only results. scores: (N,) float32 (1.0 for ground truth). class_ids: (N,) int64.
-    track_ids: (N,) int64 or None (set by tracking).
+    track_ids: (N,) int64 or None (set by tracking). picking: per-apple 3D fields
+    (:class:`pomona.picking.PickingTargets`) or None (set from aligned depth, ``pomona run --depth``).
     """
 
     boxes: np.ndarray
@@ -31,6 +35,7 @@ class Instances:
     image_size: tuple[int, int]
     track_ids: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    picking: "PickingTargets | None" = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
@@ -42,6 +47,8 @@ class Instances:
             self.masks = np.asarray(self.masks, bool).reshape(n, *self.image_size)
         if self.track_ids is not None:
             self.track_ids = np.asarray(self.track_ids, np.int64).reshape(n)
+        if self.picking is not None and len(self.picking) != n:
+            raise ValueError(f"picking targets for {len(self.picking)} apples, instances hold {n}")
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -85,6 +92,7 @@ class Instances:
             self.image_size,
             None if self.track_ids is None else self.track_ids[index],
             dict(self.meta),
+            None if self.picking is None else self.picking[index],
         )
 
     # --- derived quantities -------------------------------------------------------------------------
@@ -215,7 +223,8 @@ class Instances:
         return inst
 
     def to_records(self, with_polygons: bool = False, decimals: int = 1) -> list[dict]:
-        """JSON-ready per-instance dicts (box, score, class, mask area, centroid, optional polygon)."""
+        """JSON-ready per-instance dicts (box, score, class, mask area, centroid, optional track id, 3D picking
+        fields and polygon)."""
         areas, cents = self._moments() if self.masks is not None else (self.areas, self.centroids)
         polys = self.polygons() if with_polygons else None
         out = []
@@ -229,6 +238,8 @@ class Instances:
             }
             if self.track_ids is not None:
                 rec["track_id"] = int(self.track_ids[i])
+            if self.picking is not None:
+                rec.update(self.picking.record(i))
             if polys is not None:
                 rec["polygon"] = np.round(polys[i], decimals).tolist()
             out.append(rec)
