@@ -94,6 +94,26 @@ def test_truth_is_the_camera_geometry(clear_scenes):
         assert ring.any()
 
 
+def test_what_hides_an_apple_is_in_front_of_it():
+    """Where a leaf, twig or post is drawn over an apple, its depth is nearer than the apple's front."""
+    from pomona.pipeline.procedural.apples import draw_apple
+    from pomona.pipeline.procedural.params import sample_params
+    from pomona.pipeline.procedural.scene import build_world, scene_rng
+
+    rng = scene_rng("apples heavily occluded by leaves", 7)
+    prm = sample_params("apples heavily occluded by leaves, 0.7 m away", rng, SIZE, frozenset())
+    world = build_world(rng, prm, SIZE, depth=True)
+    hidden = 0
+    for k, spec in enumerate(world.apples, 1):
+        outline = np.zeros(world.idbuf.shape, np.int32)
+        draw_apple(np.zeros((*outline.shape, 3), np.uint8), outline, spec, 1, prm, 1.0)
+        covered = (outline == 1) & (world.idbuf == 0)
+        radius = spec["r"] * spec["z"] / prm["focal_px"]
+        assert (world.depth.zbuf[covered] < np.hypot(spec["z"], radius) - radius).all()
+        hidden += int(covered.sum())
+    assert hidden > 100
+
+
 def test_depth_leaves_the_image_unchanged():
     for seed in (5, 6):
         plain, with_depth = render("apples", seed, SIZE), render("apples", seed, SIZE, depth=True)
@@ -106,6 +126,22 @@ def test_visible_fraction_counts_occlusion_and_the_frame():
     sc = render("apples heavily occluded by leaves, cut by the border, 1 m away", 3, SIZE, depth=True)
     fractions = np.array([a["visible_fraction"] for a in sc.apples_3d])
     assert len(fractions) and fractions.min() < 0.6, fractions
+
+
+def test_outline_area_is_the_drawn_apple():
+    """visible_fraction's denominator for apples the frame cuts: the outline draw_apple paints, counted off-frame."""
+    from pomona.pipeline.procedural.apples import apple_spec, draw_apple
+    from pomona.pipeline.procedural.depth import outline_area
+    from pomona.pipeline.procedural.params import sample_params
+
+    rng = np.random.default_rng(0)
+    prm = sample_params("apples", rng, (128, 128), frozenset())
+    for radius in (3.0, 9.5, 40.0):
+        for _ in range(4):
+            spec = dict(apple_spec(rng, prm, 64 + rng.uniform(-1, 1), 64 + rng.uniform(-1, 1), radius, 1.0), sun_scale=1.0)
+            ids = np.zeros((128, 128), np.int32)
+            draw_apple(np.zeros((128, 128, 3), np.uint8), ids, spec, 1, prm, 1.0)
+            assert outline_area(spec) == (ids == 1).sum()
 
 
 # --- the sensor model on flat planes -------------------------------------------------------------------

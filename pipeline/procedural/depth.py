@@ -13,7 +13,7 @@ lies on the ray through the disc's centre at a z of sqrt(z^2 + R^2), where the s
 is exactly the drawn disc (on the axis; a fraction of a per cent off it). The depth of an apple pixel is
 where its ray meets that sphere, so fitting a sphere to the clean depth inside a mask gives the ground
 truth back. An occluder painted over an apple is kept at least ``OCCLUDER_GAP_M`` in front of the
-apple's surface there: the painter's order (by the apple's centre) then agrees with the depth.
+apple's front: the painter's order (by the apple's centre) then agrees with the depth.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ class DepthLayer:
     """The depth buffer drawn alongside the id-buffer.
 
     ``zbuf`` holds the depth of the last occluder drawn at each pixel (branches and clutter write it as
-    they draw, leaves once the frame is done, see ``canopy.shade_leaves``); ``cover`` the nearest apple
-    surface drawn at each pixel so far. Apple pixels get their depth per camera in ``frame_depth``.
+    they draw, leaves once the frame is done, see ``canopy.shade_leaves``); ``cover`` the nearest z of any
+    apple drawn at each pixel so far (the front of its sphere: the same for every camera, so a drive-by's
+    panorama serves all its frames). Apple pixels get their depth per camera in ``frame_depth``.
     """
 
     def __init__(self, background: np.ndarray, focal: float):
@@ -82,8 +83,8 @@ class DepthLayer:
         self.focal = float(focal)
         self.full_area: dict[int, int] = {}  # apple id -> pixels of its whole outline, the frame's edge ignored
 
-    def apple(self, idbuf: np.ndarray, spec: dict, apple_id: int, draw) -> None:
-        """After ``draw`` (apples.draw_apple) painted ``apple_id``: note its surface and its full area."""
+    def apple(self, idbuf: np.ndarray, spec: dict, apple_id: int) -> None:
+        """After apples.draw_apple painted ``apple_id``: note its surface and its full area."""
         h, w = idbuf.shape
         half = spec["r"] * 1.12 + 2  # draw_apple's own patch
         x0, x1 = int(max(0, math.floor(spec["cx"] - half))), int(min(w, math.ceil(spec["cx"] + half)))
@@ -94,31 +95,41 @@ class DepthLayer:
         mine = idbuf[y0:y1, x0:x1] == apple_id
         area = int(mine.sum())
         clipped = spec["cx"] - half < 0 or spec["cy"] - half < 0 or spec["cx"] + half > w or spec["cy"] + half > h
-        self.full_area[apple_id] = _unclipped_area(spec, draw) if clipped else area
-        if not area:
-            return
-        centre, radius = apple_sphere(spec, self.focal, spec["cx"] - w / 2, spec["cy"] - h / 2)
-        ys, xs = np.nonzero(mine)
-        z = ray_sphere_depth((xs + x0 + 0.5 - w / 2) / self.focal, (ys + y0 + 0.5 - h / 2) / self.focal, centre, radius)
-        cover = self.cover[y0:y1, x0:x1]
-        cover[ys, xs] = np.minimum(cover[ys, xs], z)
+        self.full_area[apple_id] = outline_area(spec) if clipped else area
+        if area:
+            radius = spec["r"] * spec["z"] / self.focal
+            front = math.sqrt(spec["z"] ** 2 + radius**2) - radius  # apple_sphere's centre z, less its radius
+            cover = self.cover[y0:y1, x0:x1]
+            cover[mine] = np.minimum(cover[mine], np.float32(front))
 
     def settle(self, idbuf: np.ndarray) -> None:
-        """Once everything is drawn: occluders over an apple stay in front of its surface."""
+        """Once everything is drawn: an occluder over an apple stays in front of it."""
         over = (idbuf == 0) & np.isfinite(self.cover)
         self.zbuf[over] = np.minimum(self.zbuf[over], self.cover[over] - OCCLUDER_GAP_M)
 
 
-def _unclipped_area(spec: dict, draw) -> int:
-    """Pixels of an apple's outline where the frame cut it: draw it once more on a patch that holds all of it."""
-    half = int(math.ceil(spec["r"] * 1.12 + 2)) + 1
-    size = 2 * half
-    canvas = np.zeros((size, size, 3), np.uint8)
-    ids = np.zeros((size, size), np.int32)
-    local = dict(spec, cx=spec["cx"] - math.floor(spec["cx"]) + half, cy=spec["cy"] - math.floor(spec["cy"]) + half)
-    light = dict(light_dir=[0.0, 0.0, 1.0], light="overcast", ambient=0.5, sun=0.2, light_bgr=[1.0, 1.0, 1.0])
-    draw(canvas, ids, local, 1, light, 1.0)
-    return int((ids == 1).sum())
+def outline_area(spec: dict) -> int:
+    """Pixels inside an apple's outline, wherever the frame's edge is: the outline of apples.draw_apple
+    (an ellipse with two harmonics and a flat shoulder; inside where alpha >= 0.5, i.e. rho <= rim),
+    evaluated on a patch that holds all of it. tests/test_depth_render.py checks it against draw_apple."""
+    r = spec["r"]
+    half = r * 1.12 + 2
+    x0, x1 = math.floor(spec["cx"] - half), math.ceil(spec["cx"] + half)
+    y0, y1 = math.floor(spec["cy"] - half), math.ceil(spec["cy"] + half)
+    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - spec["cy"])[:, None]
+    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - spec["cx"])[None, :]
+    c, s = math.cos(spec["rot"]), math.sin(spec["rot"])
+    u = (xs * c + ys * s) / r
+    v = (-xs * s + ys * c) / (r * spec["aspect"])
+    rho = np.sqrt(u * u + v * v) + 1e-6
+    a2, p2, a3, p3 = spec["harm"]
+    cos_t, sin_t = u / rho, v / rho
+    cos2, sin2 = cos_t * cos_t - sin_t * sin_t, 2 * sin_t * cos_t
+    cos3, sin3 = cos_t * cos2 - sin_t * sin2, sin_t * cos2 + cos_t * sin2
+    rim = 1 + a2 * (cos2 * math.cos(p2) - sin2 * math.sin(p2)) + a3 * (cos3 * math.cos(p3) - sin3 * math.sin(p3))
+    rim = rim - 0.05 * np.clip(-sin_t, 0, 1) ** 4
+    alpha = np.clip((1 - rho / rim) * r + 0.5, 0, 1)
+    return int((alpha >= 0.5).sum())
 
 
 def frame_depth(zbuf: np.ndarray, idbuf: np.ndarray, spheres: dict[int, tuple[np.ndarray, float]], intr: dict) -> np.ndarray:
@@ -142,7 +153,7 @@ def frame_depth(zbuf: np.ndarray, idbuf: np.ndarray, spheres: dict[int, tuple[np
 def write_depth_png(path, depth_m: np.ndarray) -> None:
     """uint16 PNG in millimetres, 0 = invalid (no depth, or beyond 65.535 m), written atomically."""
     mm = np.where(np.isfinite(depth_m) & (depth_m > 0), np.round(depth_m * 1000.0), 0)
-    atomic.write_image(path, np.where(mm > 65535, 0, mm).astype(np.uint16))
+    atomic.write_image(path, np.where(mm > 65535, 0, mm).astype(np.uint16))  # OpenCV's default PNG settings: the fastest here
 
 
 def read_depth_png(path) -> np.ndarray:

@@ -101,10 +101,10 @@ def shadowed(depth: np.ndarray, fb_px_m: float) -> np.ndarray:
     """Pixels the second imager (to the right, ``fb_px_m`` = focal in pixels x baseline) cannot see: a nearer
     surface to their right shifts over them. Pixel x is hidden if some x' > x has D(x') - D(x) >= x' - x."""
     h, w = depth.shape
-    disparity = np.where(depth > 0, fb_px_m / np.maximum(depth, 1e-6), 0.0)
-    a = disparity - np.arange(w)[None, :]
+    disparity = np.where(depth > 0, np.float32(fb_px_m) / np.maximum(depth, np.float32(1e-6)), np.float32(0))
+    a = disparity - np.arange(w, dtype=np.float32)[None, :]
     right_max = np.maximum.accumulate(a[:, ::-1], axis=1)[:, ::-1]  # max over x' >= x
-    beyond = np.concatenate([right_max[:, 1:], np.full((h, 1), -np.inf)], axis=1)  # max over x' > x
+    beyond = np.concatenate([right_max[:, 1:], np.full((h, 1), -np.inf, np.float32)], axis=1)  # max over x' > x
     return beyond >= a + 0.5
 
 
@@ -124,16 +124,18 @@ def unmatched(image: np.ndarray, noise: DepthNoise, rng: np.random.Generator) ->
     chance = np.maximum(dark, bright)
     if not chance.any():
         return np.zeros(luma.shape, bool)
-    u = 1 / (1 + np.exp(-1.702 * correlated_noise(rng, luma.shape, 2.0)))  # ~uniform on [0, 1]
+    u = 1 / (1 + np.exp(-1.702 * correlated_noise(rng, luma.shape, 3.0)))  # ~uniform on [0, 1]
     return chance > u
 
 
 def correlated_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
-    """Unit-variance Gaussian noise, smoothed over ``sigma_px``."""
-    white = rng.standard_normal(shape, dtype=np.float32)
-    if sigma_px <= 0:
-        return white
-    smooth = cv2.GaussianBlur(white, (0, 0), sigma_px)
-    # Variance of white noise after a normalised Gaussian kernel of sigma s: 1 / (4 pi s^2) (for s >~ 1).
-    return smooth * np.float32(np.sqrt(4 * np.pi) * sigma_px)
+    """Zero-mean, unit-variance Gaussian noise, smooth over about ``sigma_px``: drawn on a grid ``sigma_px``
+    pixels apart (the draws are most of the cost), smoothed there and scaled up."""
+    h, w = shape
+    if sigma_px < 1:
+        return rng.standard_normal(shape, dtype=np.float32)
+    step = max(1, int(round(sigma_px)))
+    small = cv2.GaussianBlur(rng.standard_normal((h // step + 2, w // step + 2), dtype=np.float32), (0, 0), sigma_px / step)
+    field = cv2.resize(small, ((w // step + 2) * step, (h // step + 2) * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    return (field - field.mean()) / max(float(field.std()), 1e-6)
 

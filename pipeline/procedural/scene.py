@@ -484,7 +484,7 @@ def _draw_back_to_front(lay: _Layout, prm: dict, image: np.ndarray, idbuf: np.nd
             spec = apples[payload]
             apple_mod.draw_apple(image, idbuf, spec, payload + 1, dict(prm, sun=prm["sun"] * spec["sun_scale"]), float(_brightness(prm, spec["z"])))
             if layer is not None:
-                layer.apple(idbuf, spec, payload + 1, apple_mod.draw_apple)
+                layer.apple(idbuf, spec, payload + 1)
         elif kind == "branch":
             _, pts, bark = lay.branches[payload]
             draw_branch(image, idbuf, pts, bark, prm, float(_brightness(prm, z)), zbuf, z)
