@@ -117,11 +117,13 @@ def generate(out: Path, n: int = 100, backend: str = "procedural", size: tuple[i
              prompts: Path | None = None, workers: int | None = None, video: bool = False, frames: int = 90,
              model: str | None = None, steps: int | None = None, guidance: float | None = None, batch: int = 1,
              negative_prompt: str | None = None, device: str | None = None, depth: bool = False,
-             depth_noise: str | float | None = None):
+             depth_noise: str | float | None = None, ray: str | None = None):
     """Dispatch to a backend; validates the arguments every backend shares.
     ``depth`` (procedural): also aligned depth and 3D ground truth, seen through ``depth_noise`` (a preset name
-    or a level, see ``procedural.depth_noise.depth_noise``; default d435, 0 = clean)."""
-    out = Path(out)
+    or a level, see ``procedural.depth_noise.depth_noise``; default d435, 0 = clean).
+    ``ray``: a Ray address (local, auto, HOST:PORT, ray://HOST:PORT): the cluster makes the same dataset, and
+    ``out`` may be an fsspec URL (s3://, gs://); see :mod:`pomona.pipeline.cluster`."""
+    location, out = str(out), Path(out)
     if backend not in BACKENDS:
         raise PomonaError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     if n < 1:
@@ -130,6 +132,8 @@ def generate(out: Path, n: int = 100, backend: str = "procedural", size: tuple[i
         raise PomonaError(f"--workers must be at least 1, got {workers}")
     prompt_list = load_prompts(prompts)
     noise = _depth_noise(backend, depth, depth_noise)
+    if ray is not None:
+        return _generate_on_ray(location, ray, backend, n, size, seed, prompt_list, video, noise)
     if backend == "diffusers":
         from pomona.pipeline.diffusion import generate_diffusers
 
@@ -162,3 +166,15 @@ def _depth_noise(backend: str, depth: bool, level: str | float | None):
     from pomona.pipeline.procedural.depth_noise import depth_noise
 
     return depth_noise(level)
+
+
+def _generate_on_ray(out: str, address: str, backend: str, n: int, size: tuple[int, int], seed: int,
+                     prompts: list[str], video: bool, depth_noise):
+    if video:
+        raise PomonaError("--ray renders stills; a --video drive-by is one sequence, render it without --ray")
+    if backend != "procedural":
+        raise PomonaError("--ray runs the procedural backend; for diffusers run one `pomona generate` per GPU node "
+                          "with its own --seed range")
+    from pomona.pipeline.cluster.render import generate_procedural_ray
+
+    return generate_procedural_ray(out, n, size, seed, prompts, frozenset(), address, depth_noise=depth_noise)

@@ -67,6 +67,10 @@ def parse_size(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
+RAY_HELP = ("Run on a Ray cluster: local (start one here), auto (this machine's cluster), HOST:PORT or "
+            "ray://HOST:PORT; needs pomona[cluster].")
+
+
 class Backend(str, Enum):
     procedural = "procedural"
     diffusers = "diffusers"
@@ -74,7 +78,8 @@ class Backend(str, Enum):
 
 @app.command()
 def generate(
-    out: Path = typer.Argument(..., help="Output dataset folder (images/, labels/, manifest.jsonl)."),
+    out: str = typer.Argument(..., help="Output dataset folder (images/, labels/, manifest.jsonl); with --ray also "
+                                        "an fsspec URL (s3://bucket/path, gs://...)."),
     n: int = typer.Option(100, "--n", help="Number of images."),
     backend: Backend = typer.Option(Backend.procedural, help="procedural (offline renderer with exact masks) or diffusers (text-to-image)."),
     size: str = typer.Option("640", help="Image size: N, WxH, or 'W H'."),
@@ -93,13 +98,15 @@ def generate(
                                                      "intrinsics and each apple's 3D centre, diameter and visible fraction."),
     depth_noise: Optional[str] = typer.Option(None, "--depth-noise", help="--depth: the depth sensor's noise: d435 (default, "
                                               "RealSense D435-like), clean or 0, or a number (times the d435 error)."),
+    ray: Optional[str] = typer.Option(None, "--ray", envvar="RAY_ADDRESS", help=RAY_HELP),
 ) -> None:
     """Generate synthetic orchard images (and, for the procedural backend, exact apple masks)."""
     from pomona.pipeline.generate import generate as run_generate
 
     report = run_generate(out, n=n, backend=backend.value, size=parse_size(size), seed=seed, prompts=prompts,
                           workers=workers, video=video, frames=frames, model=model, steps=steps, guidance=guidance,
-                          batch=batch, negative_prompt=negative_prompt, device=device, depth=depth, depth_noise=depth_noise)
+                          batch=batch, negative_prompt=negative_prompt, device=device, depth=depth, depth_noise=depth_noise,
+                          ray=ray)
     typer.echo(report)
 
 
@@ -122,13 +129,14 @@ def annotate(
     refine: bool = typer.Option(False, "--refine", help="model labeller: refine the teacher's boxes with SAM."),
     imgsz: int = typer.Option(640, help="Detector inference size."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:0 ... (default: cuda if available)."),
+    ray: Optional[str] = typer.Option(None, "--ray", envvar="RAY_ADDRESS", help=RAY_HELP),
 ) -> None:
     """Label apples automatically: YOLO-seg labels/*.txt and COCO annotations.json (RLE, scores)."""
     from pomona.pipeline.annotate import annotate as run_annotate
 
     report = run_annotate(dataset, labeler=labeler.value, detector=detector, segmenter=segmenter, conf=conf,
                           min_score=min_score, min_area=min_area, fill_holes=fill_holes, refine=refine,
-                          imgsz=imgsz, device=device)
+                          imgsz=imgsz, device=device, ray=ray)
     typer.echo(report)
 
 
