@@ -6,8 +6,8 @@ has its centre at integer coordinates (so cx = w / 2 - 0.5; the renderer's own c
 put pixel u's centre at u + 0.5).
 
 Leaves, branches, posts, tape and wires are fronto-parallel at their depth z; the neighbouring rows
-behind the canopy sit ``ROW_SPACING_M`` further back; the ground rises towards the camera from the
-foot of the row; open sky has no depth (0). Apples are spheres: an apple drawn as a disc of radius r
+behind the canopy sit ``ROW_SPACING_M`` further back; the ground comes towards the camera from there
+to the foot of this row at the image's bottom; open sky has no depth (0). Apples are spheres: an apple drawn as a disc of radius r
 pixels at depth z has diameter 2 R = 2 r z / f (the renderer's own ``ppm(z) = f / z``), and its centre
 lies on the ray through the disc's centre at a z of sqrt(z^2 + R^2), where the sphere's silhouette
 is exactly the drawn disc (on the axis; a fraction of a per cent off it). The depth of an apple pixel is
@@ -55,15 +55,17 @@ def ray_sphere_depth(qx: np.ndarray, qy: np.ndarray, centre: np.ndarray, radius)
 
 
 def background_depth(h: int, w: int, distance: float, ground: np.ndarray | None) -> np.ndarray:
-    """Depth behind everything drawn: the next row, and the ground (a plane rising towards the camera)."""
-    zbuf = np.full((h, w), distance + ROW_SPACING_M, np.float32)
+    """Depth behind everything drawn: the next row, and the ground (a level plane) in front of it."""
+    z_far = distance + ROW_SPACING_M
+    zbuf = np.full((h, w), z_far, np.float32)
     if ground is not None and ground.any():
-        # Ground pixels: at the foot of the row (z = 1.2 x distance) on the ground's top edge, nearer
-        # lower down, as a level plane seen from a camera whose horizon is a little above that edge.
+        # A level plane seen from a camera looking along it: z = A / (v - horizon), here reaching the next
+        # row (z_far) at the ground's mean top edge and the foot of this row (0.9 x distance) at the bottom.
+        z_near = 0.9 * distance
+        edge = float(np.mean(ground.argmax(0)[ground.any(0)]))
+        horizon = (z_far * edge - z_near * h) / (z_far - z_near)
         rows = np.arange(h, dtype=np.float32)[:, None]
-        edge = np.where(ground.any(0), ground.argmax(0), h).astype(np.float32)[None, :]
-        horizon = float(edge.min()) - 0.15 * h
-        z_ground = distance * 1.2 * (edge - horizon) / np.maximum(rows - horizon, 1.0)
+        z_ground = np.clip(z_far * (edge - horizon) / np.maximum(rows - horizon, 1e-3), z_near, z_far)
         zbuf = np.where(ground, z_ground, zbuf).astype(np.float32)
     return zbuf
 
