@@ -1,5 +1,13 @@
 """Clean depth and 3D ground truth of a render, from the same pinhole camera that placed everything.
 
+``pomona generate OUT --depth`` writes, for each still ``images/<stem>.jpg``, ``depth/<stem>.png`` (uint16,
+millimetres, 0 = invalid, the image's size; what the depth sensor of ``depth_noise`` saw) and adds to its
+manifest.jsonl record: ``"depth": "depth/<stem>.png"``, ``"intrinsics": {fx, fy, cx, cy, width, height}``,
+``"depth_noise": {the sensor's parameters}`` and ``"apples_3d": [{"label", "center_m": [x, y, z],
+"diameter_mm", "visible_fraction"}, ...]``, where ``label`` is the apple's line in ``labels/<stem>.txt`` and
+visible_fraction the share of its whole outline the image shows (occlusion and the frame's edge).
+Drive-by clips: see ``driveby.render_driveby``.
+
 Camera frame: OpenCV (x right, y down, z forward), metres. Intrinsics: fx = fy = the render's focal
 length in pixels, principal point at the image centre, in OpenCV's convention where pixel (u, v)
 has its centre at integer coordinates (so cx = w / 2 - 0.5; the renderer's own continuous coordinates

@@ -69,7 +69,8 @@ def depth_noise(level: str | float | None) -> DepthNoise:
         value = float("nan")
     if not np.isfinite(value) or value < 0:
         raise PomonaError(f"--depth-noise must be a number >= 0 or one of {', '.join(PRESETS)}, got {level!r}")
-    return replace(DepthNoise(), name="clean" if value == 0 else f"d435x{value:g}", level=value)
+    name = "clean" if value == 0 else DEFAULT if value == 1 else f"{DEFAULT}x{value:g}"
+    return replace(DepthNoise(), name=name, level=value)
 
 
 def depth_rng(prompt: str, seed: int) -> np.random.Generator:
