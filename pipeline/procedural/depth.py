@@ -91,7 +91,7 @@ class DepthLayer:
         self.zbuf = background
         self.cover = np.full(background.shape, np.inf, np.float32)
         self.focal = float(focal)
-        self.full_area: dict[int, int] = {}  # apple id -> pixels of its whole outline, the frame's edge ignored
+        self.full_area: dict[int, float] = {}  # apple id -> pixels of its whole outline, the frame's edge ignored
 
     def apple(self, idbuf: np.ndarray, spec: dict, apple_id: int) -> None:
         """After apples.draw_apple painted ``apple_id``: note its surface and its full area."""
@@ -118,28 +118,19 @@ class DepthLayer:
         self.zbuf[over] = np.minimum(self.zbuf[over], self.cover[over] - OCCLUDER_GAP_M)
 
 
-def outline_area(spec: dict) -> int:
-    """Pixels inside an apple's outline, wherever the frame's edge is: the outline of apples.draw_apple
-    (an ellipse with two harmonics and a flat shoulder; inside where alpha >= 0.5, i.e. rho <= rim),
-    evaluated on a patch that holds all of it. tests/test_depth_render.py checks it against draw_apple."""
-    r = spec["r"]
-    half = r * 1.12 + 2
-    x0, x1 = math.floor(spec["cx"] - half), math.ceil(spec["cx"] + half)
-    y0, y1 = math.floor(spec["cy"] - half), math.ceil(spec["cy"] + half)
-    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - spec["cy"])[:, None]
-    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - spec["cx"])[None, :]
-    c, s = math.cos(spec["rot"]), math.sin(spec["rot"])
-    u = (xs * c + ys * s) / r
-    v = (-xs * s + ys * c) / (r * spec["aspect"])
-    rho = np.sqrt(u * u + v * v) + 1e-6
+def outline_area(spec: dict) -> float:
+    """Area in pixels inside an apple's whole outline, wherever the frame's edge is. The outline of
+    apples.draw_apple is rho <= rim(t) in its (u, v) frame (u in radii, v in radii x aspect), with
+    rim(t) = 1 + two harmonics - a flat shoulder: the area is r^2 aspect / 2 times the integral of rim^2
+    over the polar angle t. tests/test_depth_render.py checks it against draw_apple's pixels."""
+    t = np.linspace(0, 2 * math.pi, 720, endpoint=False)
+    cos_t, sin_t = np.cos(t), np.sin(t)
     a2, p2, a3, p3 = spec["harm"]
-    cos_t, sin_t = u / rho, v / rho
     cos2, sin2 = cos_t * cos_t - sin_t * sin_t, 2 * sin_t * cos_t
     cos3, sin3 = cos_t * cos2 - sin_t * sin2, sin_t * cos2 + cos_t * sin2
     rim = 1 + a2 * (cos2 * math.cos(p2) - sin2 * math.sin(p2)) + a3 * (cos3 * math.cos(p3) - sin3 * math.sin(p3))
     rim = rim - 0.05 * np.clip(-sin_t, 0, 1) ** 4
-    alpha = np.clip((1 - rho / rim) * r + 0.5, 0, 1)
-    return int((alpha >= 0.5).sum())
+    return float(math.pi * spec["r"] ** 2 * spec["aspect"] * np.mean(rim * rim))
 
 
 def frame_depth(zbuf: np.ndarray, idbuf: np.ndarray, spheres: dict[int, tuple[np.ndarray, float]], intr: dict) -> np.ndarray:

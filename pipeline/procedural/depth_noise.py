@@ -123,10 +123,14 @@ def unmatched(image: np.ndarray, noise: DepthNoise, rng: np.random.Generator) ->
     dark = np.clip((noise.dark_luma - luma) / (noise.dark_luma / 2), 0, 1)
     bright = np.clip((luma - noise.bright_luma) / max(1.0 - noise.bright_luma - 1 / 255, 1e-3), 0, 1)
     chance = np.maximum(dark, bright)
-    if not chance.any():
-        return np.zeros(luma.shape, bool)
-    u = 1 / (1 + np.exp(-1.702 * correlated_noise(rng, luma.shape, 3.0)))  # ~uniform on [0, 1]
-    return chance > u
+    out = np.zeros(luma.shape, bool)
+    some = chance > 0
+    if some.any():
+        # Fails where chance > u, u = logistic(1.702 g) ~ uniform on [0, 1] for g ~ N(0, 1) (smooth: blobs),
+        # i.e. where 1.702 g < logit(chance).
+        c = np.minimum(chance[some], np.float32(1 - 1e-6))
+        out[some] = 1.702 * correlated_noise(rng, luma.shape, 3.0)[some] < np.log(c / (1 - c))
+    return out
 
 
 def correlated_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
