@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import numpy as np
 from pomona.edge.draw import draw_instances
 from pomona.edge.predictor import Predictor
 from pomona.edge.records import frame_record
+from pomona.edge.sink import FrameSink, pipelined
 from pomona.edge.sources import FrameSource
 from pomona.errors import PomonaError
 from pomona.instances import Instances
@@ -106,6 +108,20 @@ def _sigterm_ends_run() -> Iterator[list[str]]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def steady_heap() -> Iterator[None]:
+    """While frames run, the objects that exist before the loop (imports, the model, the session) are frozen
+    out of the garbage collector: the full collections that otherwise walk all of them every few hundred
+    frames were the p99 of model + post-processing (benchmarks/latency/results.md). Per-frame objects are
+    still freed by reference counting and collected as usual."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 class _FpsMeter:
     def __init__(self, every_s: float = 1.0):
         self.every, self.t_last, self.n_last, self.fps = every_s, time.perf_counter(), 0, 0.0
@@ -184,45 +200,59 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
         tracker = AppleTracker(detection_conf=predictor.conf)
     if save_video and out is None:
         out = Path("runs/edge")
-    src = FrameSource(source, **(source_kwargs or {}))
+    fit = _Fit()
+    # the frame's letterbox happens where the frame is read (the capture thread), the model in this thread, and
+    # the rest (post-processing, tracking, outputs) in the sink's thread: three frames in flight (edge/sink.py)
+    prepare = (lambda image: fit(image, predictor.prepare)) if predictor.staged else (lambda image: fit(image, None))
+    src = FrameSource(source, **{"prepare": prepare, **(source_kwargs or {})})
     writer = _JsonlWriter(Path(jsonl)) if jsonl else None
     drawn = _AnnotatedOutput(Path(out), save_video, source, src.fps, tracker is not None) if out is not None else None
-    n = apples = named_skips = 0
+    n = apples = named_skips = submitted = 0
     stopped_by = None
-    warned_scale = False
     fps = _FpsMeter()
+
+    def finish(item) -> None:  # one frame's last stage, in order (the sink's thread, or inline)
+        nonlocal n, apples
+        frame, image, scale, result = item
+        inst = predictor.finish(result) if predictor.staged else result
+        if tracker is not None:
+            inst = tracker.update(inst)
+        if depth_in is not None:
+            inst = depth_in.add_targets(frame, inst, scale)
+        apples += len(inst)
+        if writer is not None:
+            extra = {"scale": scale} if scale != 1.0 else {}
+            if tracker is not None:
+                extra["distinct_apples"] = tracker.count
+            if src.live:
+                extra["dropped"] = src.dropped
+            timings = predictor.last_timings if depth_in is None else {**predictor.last_timings,
+                                                                       **depth_in.last_timings}
+            writer.write(frame_record(frame.index, frame.timestamp, inst, frame.name, timings, polygons, extra))
+        if drawn is not None:
+            drawn.write(image, inst, frame.name)
+        n += 1
+        if not quiet and fps.tick(n):
+            _progress(n, fps.fps, len(inst), tracker, src)
+
+    sink = FrameSink(finish, threaded=predictor.staged and pipelined())
     t_start = time.perf_counter()
-    with _sigterm_ends_run() as signalled:
+    with _sigterm_ends_run() as signalled, steady_heap():
         try:
             for frame in src:
-                image, scale = _fit(frame.image, warn=not warned_scale)
-                warned_scale = warned_scale or scale != 1.0
-                inst = predictor(image)
-                if tracker is not None:
-                    inst = tracker.update(inst)
-                if depth_in is not None:
-                    inst = depth_in.add_targets(frame, inst, scale)
-                apples += len(inst)
-                if writer is not None:
-                    extra = {"scale": scale} if scale != 1.0 else {}
-                    if tracker is not None:
-                        extra["distinct_apples"] = tracker.count
-                    if src.live:
-                        extra["dropped"] = src.dropped
-                    timings = predictor.last_timings if depth_in is None else {**predictor.last_timings,
-                                                                               **depth_in.last_timings}
-                    writer.write(frame_record(frame.index, frame.timestamp, inst, frame.name, timings, polygons, extra))
-                if drawn is not None:
-                    drawn.write(image, inst, frame.name)
-                n += 1
+                image, scale, staged = frame.prepared if frame.prepared is not None else prepare(frame.image)
+                sink.put((frame, image, scale, predictor.infer(staged) if predictor.staged else predictor(image)))
+                submitted += 1
                 named_skips = _name_skips(src, named_skips, quiet)
-                if not quiet and fps.tick(n):
-                    _progress(n, fps.fps, len(inst), tracker, src)
-                if max_frames is not None and n >= max_frames:
+                if max_frames is not None and submitted >= max_frames:
                     break
+            sink.close()  # the frames still in the sink get their outputs; its error (a full disk) is the run's
         except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, above) is how a live run ends: finish the outputs cleanly
             stopped_by = signalled[0] if signalled else "SIGINT"
+            sink.close()
         finally:
+            with contextlib.suppress(Exception):  # already ending with an error: that one is the run's
+                sink.close()
             if not quiet and fps.n_last:  # end the live FPS line, so an error or the summary starts a line
                 print("", file=sys.stderr)
             src.close()
@@ -249,16 +279,24 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
     return summary
 
 
-def _fit(image: np.ndarray, warn: bool) -> tuple[np.ndarray, float]:
-    """Frames larger than MAX_SIDE scaled down (and said so once); returns the frame and its scale."""
-    if max(image.shape[:2]) <= MAX_SIDE:
-        return image, 1.0
-    scale = MAX_SIDE / max(image.shape[:2])
-    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    if warn:
-        print(f"pomona: frames of {image.shape[1]}x{image.shape[0]} are scaled to {small.shape[1]}x{small.shape[0]} "
-              f"(coordinates in JSONL are in the scaled frame)", file=sys.stderr)
-    return small, scale
+class _Fit:
+    """Frames larger than MAX_SIDE scaled down (and said so once), then handed to the model's ``prepare``."""
+
+    def __init__(self):
+        self.warned = False
+
+    def __call__(self, image: np.ndarray, prepare) -> tuple[np.ndarray, float, object]:
+        """(frame as the model sees it, its scale, ``prepare(frame)`` or None)."""
+        scale = 1.0
+        if max(image.shape[:2]) > MAX_SIDE:
+            scale = MAX_SIDE / max(image.shape[:2])
+            small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            if not self.warned:
+                self.warned = True
+                print(f"pomona: frames of {image.shape[1]}x{image.shape[0]} are scaled to {small.shape[1]}x"
+                      f"{small.shape[0]} (coordinates in JSONL are in the scaled frame)", file=sys.stderr)
+            image = small
+        return image, scale, prepare(image) if prepare is not None else None
 
 
 def _name_skips(src: FrameSource, named: int, quiet: bool, final: bool = False) -> int:

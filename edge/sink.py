@@ -13,11 +13,20 @@ a live camera's newest frame is never held back behind a backlog.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Callable
 
 _END = object()
+# Whether the last stage gets its own thread, chosen by measurement (benchmarks/latency/results.md);
+# POMONA_PIPELINE=0/1 overrides it on a machine where the other choice measures faster.
+PIPELINE = True
+
+
+def pipelined() -> bool:
+    value = os.environ.get("POMONA_PIPELINE", "").strip()
+    return PIPELINE if value == "" else value not in ("0", "false", "no")
 
 
 class FrameSink:
