@@ -253,7 +253,8 @@ def write_prompts(tmp_path):
 def test_generate_depth_bad_input(tmp_path):
     assert_one_line_error(pomona("generate", tmp_path / "a", "--n", "1", "--depth", "--depth-noise", "loud"), "--depth-noise")
     assert_one_line_error(pomona("generate", tmp_path / "b", "--n", "1", "--depth-noise", "1"), "--depth")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert_one_line_error(pomona("generate", tmp_path / "c", "--n", "1", "--depth", "--backend", "diffusers"), "procedural")
+    assert not any((tmp_path / name).exists() for name in "abc")
 
 
 def test_driveby_depth(tmp_path):
