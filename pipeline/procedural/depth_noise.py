@@ -11,8 +11,10 @@
 - Invalid pixels on dark surfaces (no texture left to match) and on saturated highlights (specular skin).
 - Nothing nearer than the minimum range (the largest disparity searched) or beyond the maximum range.
 
-``level`` scales the disparity error (1 = the D435-like default, 2 = twice the error); level 0 is the
-clean depth, untouched. The parameters used go into the manifest (``as_dict``).
+``level`` scales the disparity error (1 = the D435-like default, 2 = twice the error); the holes and
+failures are the same at every level above 0, so renders at several levels differ only in the error.
+Level 0 is the clean depth, untouched. The parameters used go into the manifest (``as_dict``). The noise
+draws from its own stream (``depth_rng``): the rendered image is the same with or without depth.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class DepthNoise:
     subpixel_px: float = 0.2  # disparity RMS error at level 1: ~2% RMS at 2 m
     corr_px: float = 1.5  # the error's spatial correlation (Gaussian sigma, colour-image pixels)
     min_range_m: float = 0.17  # D435 at 848 x 480: f b / 126 px of disparity search
-    max_range_m: float = 4.0
+    max_range_m: float = 4.0  # beyond the D435's useful range (its error there: 15 cm at level 1)
     edge_jump: float = 0.04  # relative depth jump within 3 x 3 pixels that breaks matching
     dark_luma: float = 0.06  # luma (0-1) below which matching starts failing; all fail at half of it
     bright_luma: float = 0.97  # luma above which highlights start failing; all fail at saturation
