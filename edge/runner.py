@@ -166,8 +166,10 @@ class _AnnotatedOutput:
                                          self.video_size)
             if not self.video.isOpened():
                 raise PomonaError(f"cannot write video {self.video_path}")
-        if (annotated.shape[1], annotated.shape[0]) != self.video_size:  # a live camera may change mode
-            annotated = cv2.resize(annotated, self.video_size)
+        if (annotated.shape[1], annotated.shape[0]) != self.video_size:  # a camera changed mode mid-stream: fit
+            from pomona.edge.processing import letterbox                 # the frame in, its aspect kept
+
+            annotated = letterbox(annotated, self.video_size[::-1])[0]
         self.video.write(annotated)
 
     def close(self) -> None:
@@ -207,13 +209,19 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
     src = FrameSource(source, **{"prepare": prepare, **(source_kwargs or {})})
     writer = _JsonlWriter(Path(jsonl)) if jsonl else None
     drawn = _AnnotatedOutput(Path(out), save_video, source, src.fps, tracker is not None) if out is not None else None
-    n = apples = named_skips = submitted = 0
+    n = apples = named_skips = submitted = size_changes = 0
+    size = None
     stopped_by = None
     fps = _FpsMeter()
 
     def finish(item) -> None:  # one frame's last stage, in order (the sink's thread, or inline)
-        nonlocal n, apples
+        nonlocal n, apples, size, size_changes
         frame, image, scale, result = item
+        if size is not None and image.shape[:2] != size:  # a camera that switched mode mid-stream: said, counted
+            size_changes += 1
+            print(f"\rpomona: frame size changed from {size[1]}x{size[0]} to {image.shape[1]}x{image.shape[0]} "
+                  f"at frame {frame.index}".ljust(60), file=sys.stderr)
+        size = image.shape[:2]
         inst = predictor.finish(result) if predictor.staged else result
         if tracker is not None:
             inst = tracker.update(inst)
@@ -265,7 +273,8 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
     elapsed = time.perf_counter() - t_start
     _name_skips(src, named_skips, quiet, final=True)
     summary = {"frames": n, "apples": apples, "fps": round(n / elapsed, 2) if elapsed > 0 else 0.0,
-               "dropped": src.dropped, "reconnects": src.reconnects, "interrupted": stopped_by is not None,
+               "dropped": src.dropped, "reconnects": src.reconnects, "size_changes": size_changes,
+               "interrupted": stopped_by is not None,
                "signal": stopped_by, "skipped": src.skipped, "skipped_files": [f for f, _ in src.skipped_files],
                "backend": predictor.backend_name, "device": predictor.device, "model": str(model)}
     if tracker is not None:
