@@ -39,6 +39,8 @@ MAX_VIDEO_FRAMES = 900  # 30 s at 30 FPS: a demo on a CPU should answer within m
 OUTPUT_TTL_S = 3600  # result files older than this are removed when new ones are written
 TABLE_COLUMNS = ["apple", "score", "area_px", "centroid_x", "centroid_y"]
 TRACK_COLUMNS = ["track", "frames", "max_score", "mean_area_px", "first_frame", "last_frame"]
+RGBD_COLUMNS = ["apple", "score", "area_px", "distance_m", "diameter_mm", "center_x_m", "center_y_m", "center_z_m",
+                "pick_x_m", "pick_y_m", "pick_z_m", "visible_fraction", "depth_points"]
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -437,6 +439,65 @@ def detect_webcam(cache: PredictorCache, frame_rgb: np.ndarray | None, model: st
     return cv2.cvtColor(overlay, cv2.COLOR_BGR2RGB), len(instances), text, tracker
 
 
+def load_depth_pair(image: np.ndarray, depth_path: str | None, intrinsics_path: str | None, numbers, name: str):
+    """The uploaded depth (uint16 mm, aligned to ``image``) and the camera; a sentence for the page otherwise."""
+    from pomona.edge.depth import check_depth, load_intrinsics, parse_intrinsics
+
+    depth_file = check_upload(depth_path, "depth image") if depth_path else None
+    if depth_file is None:
+        raise _ui_error("Please upload the depth image (16-bit PNG in millimetres, aligned to the colour image).")
+    try:
+        depth = check_depth(cv2.imread(str(depth_file), cv2.IMREAD_UNCHANGED), depth_file.name)
+        if depth.shape[:2] != image.shape[:2]:
+            raise PomonaError(f"the depth image is {depth.shape[1]}x{depth.shape[0]}, the colour image "
+                              f"{image.shape[1]}x{image.shape[0]}; they must be aligned, pixel for pixel")
+        if intrinsics_path:
+            K = load_intrinsics(check_upload(intrinsics_path, "intrinsics file")).for_frame(name, image.shape[:2])
+        elif all(v not in (None, 0) for v in numbers):
+            K = parse_intrinsics(dict(zip(("fx", "fy", "cx", "cy"), numbers)), "the fx, fy, cx, cy fields")
+        else:
+            raise PomonaError("give the camera: an intrinsics JSON (fx, fy, cx, cy) or all four fields")
+    except PomonaError as e:
+        raise _ui_error(str(e)[:1].upper() + str(e)[1:] + ".") from None
+    return depth, K
+
+
+def rgbd_table(instances: Instances) -> list[list]:
+    """Rows of the picking table: the image table's first columns, then each apple's 3D fields (blank if unknown)."""
+    rows = []
+    for i, rec in enumerate(records(instances)):
+        centre, pick = rec.get("center_m") or [None] * 3, rec.get("pick_point_m") or [None] * 3
+        rows.append([i + 1, rec["score"], rec["area"], rec.get("distance_m"), rec.get("diameter_mm"), *centre, *pick,
+                     rec.get("visible_fraction"), rec.get("depth_points")])
+    return rows
+
+
+def detect_rgbd(cache: PredictorCache, image_path: str | None, depth_path: str | None, intrinsics_path: str | None,
+                fx, fy, cx, cy, model: str, conf: float, iou: float):
+    """RGB-D tab: the image tab's outputs, plus each apple's 3D centre, diameter and picking point from the depth."""
+    from pomona import atomic
+    from pomona.edge.draw import draw_instances
+    from pomona.picking import measure
+
+    image = load_image(image_path)
+    name = Path(image_path).name
+    depth, K = load_depth_pair(image, depth_path, intrinsics_path, (fx, fy, cx, cy), name)
+    predictor = _predictor(cache, model, conf, iou)
+    instances, timings = cache.predict(predictor, image)
+    t0 = time.perf_counter()
+    instances.picking = measure(instances, depth, K)
+    timings = {**timings, "3d": (time.perf_counter() - t0) * 1000}
+    overlay = draw_instances(image, instances)
+    out = _output_dir()
+    stem = Path(image_path).stem[:60] or "image"
+    overlay_path = atomic.write_image(out / f"{stem}_apples.jpg", overlay, quality=90)
+    result = {"image": name, "model": str(model), "conf": conf, "iou": iou, "count": len(instances),
+              "intrinsics": {"fx": K.fx, "fy": K.fy, "cx": K.cx, "cy": K.cy}, "timings_ms": timings,
+              "apples": records(instances, with_polygons=True)}
+    jsonl = _write_jsonl(out / f"{stem}_picking.jsonl", [result])
+    return str(overlay_path), len(instances), latency_text(timings), rgbd_table(instances), [str(jsonl)]
+
+
 def _predictor(cache: PredictorCache, model: str, conf: float, iou: float):
     if not model:
         raise _ui_error("Please choose a model first.")
@@ -557,6 +618,27 @@ def build_app(model: str | Path | None = None, runs: Path = Path("runs")):
             if clips:
                 gr.Examples(clips, inputs=[video_in], label="Procedural drive-by example")
 
+        with gr.Tab("RGB-D (picking targets)"):
+            gr.Markdown("A colour image and its aligned depth (16-bit PNG, millimetres, 0 = no depth), with the "
+                        "camera's intrinsics: each apple's 3D centre, diameter and picking point (camera frame, metres).")
+            with gr.Row():
+                rgbd_in = checked_image(type="filepath", label="Colour image", sources=["upload"], elem_id="rgbd-in")
+                rgbd_out = gr.Image(type="filepath", label="Apples found", format="jpeg", interactive=False)
+            with gr.Row():
+                depth_in = gr.File(label="Aligned depth (16-bit PNG, mm)", file_types=[".png", ".tif", ".tiff"],
+                                   type="filepath", elem_id="depth-in")
+                intr_in = gr.File(label="Intrinsics JSON (fx, fy, cx, cy) or renderer manifest.jsonl",
+                                  file_types=[".json", ".jsonl"], type="filepath")
+            with gr.Row():
+                fx_in, fy_in = gr.Number(label="fx (px)", value=None), gr.Number(label="fy (px)", value=None)
+                cx_in, cy_in = gr.Number(label="cx (px)", value=None), gr.Number(label="cy (px)", value=None)
+            rgbd_btn = gr.Button("Detect apples and measure them", variant="primary", elem_id="detect-rgbd")
+            with gr.Row():
+                rgbd_count = gr.Number(label="Apples", precision=0, interactive=False)
+                rgbd_latency = gr.Textbox(label="Latency", interactive=False, scale=3)
+            rgbd_table_out = gr.Dataframe(headers=RGBD_COLUMNS, label="Picking targets", interactive=False)
+            rgbd_files = gr.File(label="Download (JSON Lines)", file_count="multiple", interactive=False)
+
         with gr.Tab("Live webcam"):
             gr.Markdown("Frames from this browser's camera go to the runtime on this machine and come back drawn.")
             with gr.Row():
@@ -573,11 +655,16 @@ def build_app(model: str | Path | None = None, runs: Path = Path("runs")):
         def run_video(path, model_name, c, i, progress=gr.Progress()):
             return detect_video(cache, path, model_name, c, i, progress)
 
+        def run_rgbd(path, depth_path, intr_path, fx, fy, cx, cy, model_name, c, i):
+            return detect_rgbd(cache, path, depth_path, intr_path, fx, fy, cx, cy, model_name, c, i)
+
         def run_webcam(frame, model_name, c, i, tracker):
             return detect_webcam(cache, frame, model_name, c, i, tracker)
 
         image_btn.click(run_image, [image_in, model_box, conf, iou],
                         [image_out, image_count, image_latency, image_table, image_files], api_name="detect_image")
+        rgbd_btn.click(run_rgbd, [rgbd_in, depth_in, intr_in, fx_in, fy_in, cx_in, cy_in, model_box, conf, iou],
+                       [rgbd_out, rgbd_count, rgbd_latency, rgbd_table_out, rgbd_files], api_name="detect_rgbd")
         video_btn.click(run_video, [video_in, model_box, conf, iou],
                         [video_out, video_count, video_latency, video_table, video_files], api_name="detect_video")
         cam_in.stream(run_webcam, [cam_in, model_box, conf, iou, cam_tracker],

@@ -14,6 +14,7 @@ Camera frame as OpenCV: x right, y down, z forward, metres; pixel (u, v) is the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -22,16 +23,17 @@ import numpy as np
 DIAMETER_RANGE_MM = (40.0, 130.0)  # crab apples to the largest dessert apples; the fit's radius stays inside
 PRIOR_DIAMETER_MM = 75.0  # starting guess only (a typical dessert apple)
 MIN_POINTS = 30  # fewer valid depth points than this: no 3D fields
-MAX_POINTS = 128  # points per apple used by the fit (evenly spread over the mask): bounds the cost per frame
+MAX_POINTS = 96  # points per apple used by the fit (evenly spread over the mask): bounds the cost per frame
 ITERATIONS = 6  # Gauss-Newton steps; the first two unweighted, the rest Tukey-weighted
 ROBUST_STEPS = (2, 4)  # steps that re-estimate each apple's residual scale for the Tukey weights
 MIN_INLIERS = 0.5  # a fit that keeps fewer of its points than this did not find the apple: no 3D fields
 MAX_STEP_M = 0.03  # largest move of a centre or radius in one Gauss-Newton step
-DEPTH_WINDOW_M = 0.08
-MAX_OUTLINE = 48  # outline points per apple (evenly spread along it)
+DEPTH_WINDOW_M = 0.08  # points this far from the apple's median depth are something else (a leaf, the row behind)
+MAX_OUTLINE = 32  # outline points per apple (evenly spread along it)
 OUTSIDE_PX = (3.0, 6.0)  # where the depth just outside an outline point is read (pixels outward)
-IN_FRONT_M = 0.01
-OUTLINE_FLOOR_PX = 0.3  # the outline's residual scale is at least this (pixel quantisation)  # something outside the outline nearer than the apple's median depth + this hides the apple there  # points this far from the apple's median depth are something else (a leaf, the row behind)
+IN_FRONT_M = 0.01  # something outside the outline nearer than the apple's median depth + this hides the apple there
+OUTLINE_EXPECTILE = 0.9  # the sphere's silhouette is fitted to the upper side of the outline (see fit_spheres)
+OUTLINE_FLOOR_PX = 0.3  # the outline's residual scale is at least this (pixel quantisation)
 
 
 @dataclass(frozen=True)
@@ -147,34 +149,54 @@ def gather_points(instances, depth: np.ndarray, max_points: int = MAX_POINTS,
     ``max_points`` remain: the fit's cost stays bounded and the points still cover the whole visible surface.
     """
     n = len(instances)
-    h, w = depth.shape[:2]
     out = _Samples(np.zeros((n, max_points)), np.zeros((n, max_points)), np.zeros((n, max_points)),
                    np.zeros((n, max_outline)), np.zeros((n, max_outline)), np.zeros((n, max_outline), bool),
                    np.zeros((n, max_outline, len(OUTSIDE_PX))), np.zeros(n, np.int64))
-    outline = np.zeros((n, max_outline, 2))
+    # per apple only what needs its own window; the arithmetic runs once over all apples below
+    found, grids, rims, corners = [], [], [], []
     for i, x0, y0, crop in instances.mask_crops():
         m = np.ascontiguousarray(crop).view(np.uint8)
-        area = np.count_nonzero(m)
+        area = cv2.countNonZero(m) if m.size else 0
         out.areas[i] = area
         if not area:
             continue
-        s = max(1, int(np.sqrt(area / max_points)))
+        s = max(1, int(math.sqrt(area / max_points)))
         eroded = _erode(m)[::s, ::s]
-        d = depth[y0:y0 + m.shape[0]:s, x0:x0 + m.shape[1]:s]
-        ys, xs = np.nonzero(eroded & (d != 0))
-        if len(ys) > max_points:  # evenly spread over the mask, not the first rows only
-            pick = (np.arange(max_points) * len(ys)) // max_points
-            ys, xs = ys[pick], xs[pick]
-        k = len(ys)
-        out.u[i, :k], out.v[i, :k], out.z[i, :k] = xs * s + x0, ys * s + y0, d[ys, xs]
+        flat = np.flatnonzero(eroded & (depth[y0:y0 + m.shape[0]:s, x0:x0 + m.shape[1]:s] != 0))
+        if len(flat) > max_points:  # evenly spread over the mask, not the first rows only
+            flat = flat[(np.arange(max_points) * len(flat)) // max_points]
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        pts = contours[0][:, 0] if len(contours) == 1 else np.concatenate(contours)[:, 0]
-        if len(pts) > max_outline:
-            pts = pts[(np.arange(max_outline) * len(pts)) // max_outline]
-        outline[i, :len(pts)] = pts + (x0, y0)
-        out.outline[i, :len(pts)] = True
+        rim = contours[0] if len(contours) == 1 else np.concatenate(contours)
+        if len(rim) > max_outline:
+            rim = rim[(np.arange(max_outline) * len(rim)) // max_outline]
+        found.append(flat)
+        rims.append(rim.reshape(-1, 2))
+        grids.append((i, x0, y0, s, eroded.shape[1]))
+        corners.append((x0, y0))
+    if not found:
+        return out
+    apple, x0, y0, step, width = (np.array(c) for c in zip(*grids))
+    rows, cols, per = _slots(apple, [len(f) for f in found])
+    ys, xs = np.divmod(np.concatenate(found), np.repeat(width, per))
+    u = xs * np.repeat(step, per) + np.repeat(x0, per)
+    v = ys * np.repeat(step, per) + np.repeat(y0, per)
+    out.u[rows, cols], out.v[rows, cols], out.z[rows, cols] = u, v, depth[v, u]
+    rows, cols, per = _slots(apple, [len(r) for r in rims])
+    pts = np.concatenate(rims) + np.repeat(np.array(corners), per, 0)
+    outline = np.zeros((n, max_outline, 2))
+    outline[rows, cols] = pts
+    out.outline[rows, cols] = True
     _outline_depth(out, outline, depth)
     return out
+
+
+def _slots(apple: np.ndarray, counts: list[int]):
+    """(row, column) in the padded arrays of each of ``counts[k]`` consecutive entries of apple ``apple[k]``."""
+    per = np.asarray(counts)
+    total = int(per.sum())
+    rows = np.repeat(apple, per)
+    cols = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
+    return rows, cols, per
 
 
 def _outline_depth(out: _Samples, outline: np.ndarray, depth: np.ndarray) -> None:
@@ -239,7 +261,7 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
     centre = mean + mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-9) * radius[:, None]
     jac = np.empty((4, n, every.shape[1]))  # d residual / d (cx, cy, cz, r) for every point and ray
     jac[3] = -1.0
-    ridge = np.eye(4) * 1e-9  # an apple without points keeps its start instead of failing the solve
+    ridge = np.eye(4) * 1e-9  # relative to the trace below; an apple without points keeps its start
     every_pt = np.concatenate([points, np.zeros_like(rays)], 2)  # surface points, then each ray's foot
     scale = inv_var = None
     for step in range(iterations):
@@ -265,9 +287,14 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
             mid *= 0.5  # the fit follows the kept points: their offset shrinks
             w = every * (1 - t * t) ** 2 * inv_var
         np.multiply(diff, -1.0 / np.maximum(dist, 1e-9), out=jac[:3])
-        jw = (jac * w).transpose(1, 0, 2)
+        # an apple is rarely a sphere: its outline is the sphere's, or inside it (an oval, a flat shoulder), so
+        # rays outside the sphere count OUTLINE_EXPECTILE, rays inside 1 - OUTLINE_EXPECTILE (an upper expectile)
+        lean = w.copy()
+        lean[:, p:] *= np.where(res[:, p:] > 0, 2 * OUTLINE_EXPECTILE, 2 - 2 * OUTLINE_EXPECTILE)
+        jw = (jac * lean).transpose(1, 0, 2)
         lhs = np.matmul(jw, jac.transpose(1, 2, 0))
-        lhs += ridge
+        lhs += ridge * (1.0 + np.einsum("nii->n", lhs))[:, None, None]  # stays solvable when the kept points
+        # do not pin all four unknowns (a sliver, a few outline points): those move least
         delta = np.linalg.solve(lhs, -np.matmul(jw, res[..., None]))[..., 0]
         # at most MAX_STEP_M per step: a cloud that barely constrains a sphere (a sliver) must not fling it away
         delta *= np.minimum(1.0, MAX_STEP_M / np.maximum(np.abs(delta).max(1, keepdims=True), 1e-12))

@@ -23,6 +23,7 @@ from pomona.picking import MIN_POINTS, Intrinsics, PickingTargets, measure, proj
 H, W = 240, 320
 K = Intrinsics(300.0, 300.0, W / 2 - 0.5, H / 2 - 0.5, W, H)
 CLI = [sys.executable, "-m", "pomona.cli"]
+MODEL = "pomona-apple-n"  # the shipped model: it finds the apples, so the 3D fields get checked against the truth
 
 
 def render_spheres(spheres: list[tuple[tuple[float, float, float], float]], K: Intrinsics = K, h: int = H,
@@ -181,8 +182,10 @@ def rgbd(tmp_path_factory) -> Path:
     rng = np.random.default_rng(3)
     (root / "images").mkdir()
     (root / "depth").mkdir()
+    truth = {}
     for i in range(3):
         spheres = [((rng.uniform(-0.2, 0.2), rng.uniform(-0.1, 0.1), rng.uniform(0.4, 0.9)), 0.04) for _ in range(4)]
+        truth[f"f{i}.jpg"] = [c for c, _ in spheres]
         depth, ids = render_spheres(spheres)
         image = np.full((H, W, 3), (40, 110, 50), np.uint8)
         image[ids >= 0] = (40, 40, 190)
@@ -190,6 +193,7 @@ def rgbd(tmp_path_factory) -> Path:
         cv2.imwrite(str(root / "depth" / f"f{i}.png"), stereo_noise(depth, 0.0094, rng))
     (root / "intrinsics.json").write_text(json.dumps({"fx": K.fx, "fy": K.fy, "cx": K.cx, "cy": K.cy,
                                                       "width": W, "height": H}))
+    (root / "truth.json").write_text(json.dumps(truth))
     return root
 
 
@@ -206,17 +210,27 @@ def _one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
     return lines[0]
 
 
-def test_run_with_depth_writes_3d_fields(model_files, rgbd, tmp_path):
+def test_run_with_depth_writes_3d_fields(rgbd, tmp_path):
     jsonl = tmp_path / "out.jsonl"
-    proc = _run("run", str(model_files["onnx"]), "--source", str(rgbd / "images"), "--depth", str(rgbd / "depth"),
-                "--intrinsics", str(rgbd / "intrinsics.json"), "--jsonl", str(jsonl), "--conf", "0.01", "--json")
+    proc = _run("run", MODEL, "--source", str(rgbd / "images"), "--depth", str(rgbd / "depth"),
+                "--intrinsics", str(rgbd / "intrinsics.json"), "--jsonl", str(jsonl), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     recs = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(recs) == 3 and all("3d" in r["ms"] for r in recs)
-    apples = [a for r in recs for a in r["apples"]]
-    for a in apples:  # every apple has the fields, measured or null
-        assert {"center_m", "diameter_mm", "distance_m", "pick_point_m", "approach", "visible_fraction",
-                "depth_points"} <= set(a)
+    truth = json.loads((rgbd / "truth.json").read_text())
+    centre_errors, diameters = [], []
+    for r in recs:
+        for a in r["apples"]:  # every apple has the fields; a measured one sits on a true sphere
+            assert {"center_m", "diameter_mm", "distance_m", "pick_point_m", "approach", "visible_fraction",
+                    "depth_points"} <= set(a)
+            if a["center_m"] is not None:
+                centre_errors.append(min(np.linalg.norm(np.subtract(a["center_m"], c)) for c in truth[r["image"]]))
+                diameters.append(a["diameter_mm"])
+    assert len(centre_errors) >= 6
+    assert np.median(centre_errors) < 0.01 and max(centre_errors) < 0.03, centre_errors
+    # flat red discs are not what the model was trained on: its masks run wide of them and the outline with
+    # them, so the size is only checked for plausibility here (the geometry tests and the render test pin it)
+    assert 60 < np.median(diameters) < 110, diameters
 
 
 def _bad_depth(rgbd: Path, tmp_path: Path, make) -> Path:
@@ -234,7 +248,7 @@ def _bad_depth(rgbd: Path, tmp_path: Path, make) -> Path:
     ("8bit", ("8-bit",)),
     ("short", ("depth stream ends before the colour stream",)),
 ])
-def test_bad_depth_is_one_line(model_files, rgbd, tmp_path, case, words):
+def test_bad_depth_is_one_line(rgbd, tmp_path, case, words):
     if case == "size":
         depth = _bad_depth(rgbd, tmp_path, lambda i, d: cv2.resize(d, (W // 2, H // 2), interpolation=cv2.INTER_NEAREST))
     elif case == "8bit":
@@ -244,7 +258,7 @@ def test_bad_depth_is_one_line(model_files, rgbd, tmp_path, case, words):
         depth.mkdir()
         for i, path in enumerate(sorted((rgbd / "depth").glob("*.png"))[:2]):
             (depth / f"depth_{i:04d}.png").write_bytes(path.read_bytes())
-    proc = _run("run", str(model_files["onnx"]), "--source", str(rgbd / "images"), "--depth", str(depth),
+    proc = _run("run", MODEL, "--source", str(rgbd / "images"), "--depth", str(depth),
                 "--intrinsics", str(rgbd / "intrinsics.json"), "--jsonl", str(tmp_path / "o.jsonl"))
     _one_line_error(proc, *words)
 
@@ -256,15 +270,15 @@ def test_bad_depth_is_one_line(model_files, rgbd, tmp_path, case, words):
     ('{"fx": 300, "fy": 300, "cx": 160, "cy": 120, "width": 640, "height": 480}', ("intrinsics are for 640x480",)),
     ("fx=300", ("neither a JSON object nor JSON Lines",)),
 ])
-def test_bad_intrinsics_are_one_line(model_files, rgbd, tmp_path, content, words):
-    args = ["run", str(model_files["onnx"]), "--source", str(rgbd / "images"), "--depth", str(rgbd / "depth")]
+def test_bad_intrinsics_are_one_line(rgbd, tmp_path, content, words):
+    args = ["run", MODEL, "--source", str(rgbd / "images"), "--depth", str(rgbd / "depth")]
     if content is not None:
         (tmp_path / "k.json").write_text(content)
         args += ["--intrinsics", str(tmp_path / "k.json")]
     _one_line_error(_run(*args), *words)
 
 
-def test_depth_video_pairs_by_frame_and_must_be_16_bit(model_files, rgbd, tmp_path):
+def test_depth_video_pairs_by_frame_and_must_be_16_bit(rgbd, tmp_path):
     """A colour video with a 16-bit FFV1 depth video; an 8-bit depth video is refused in one line."""
     frames = [cv2.imread(str(p)) for p in sorted((rgbd / "images").glob("*.jpg"))]
     depths = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((rgbd / "depth").glob("*.png"))]
@@ -280,8 +294,8 @@ def test_depth_video_pairs_by_frame_and_must_be_16_bit(model_files, rgbd, tmp_pa
         writer.write(d)
     writer.release()
     jsonl = tmp_path / "v.jsonl"
-    proc = _run("run", str(model_files["onnx"]), "--source", str(colour), "--depth", str(deep), "--intrinsics",
-                str(rgbd / "intrinsics.json"), "--jsonl", str(jsonl), "--conf", "0.01")
+    proc = _run("run", MODEL, "--source", str(colour), "--depth", str(deep), "--intrinsics",
+                str(rgbd / "intrinsics.json"), "--jsonl", str(jsonl))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(jsonl.read_text().splitlines()) == 3
     flat = tmp_path / "depth8.avi"
@@ -289,6 +303,83 @@ def test_depth_video_pairs_by_frame_and_must_be_16_bit(model_files, rgbd, tmp_pa
     for d in depths:
         writer.write(cv2.cvtColor((d // 8).astype(np.uint8), cv2.COLOR_GRAY2BGR))
     writer.release()
-    proc = _run("run", str(model_files["onnx"]), "--source", str(colour), "--depth", str(flat), "--intrinsics",
+    proc = _run("run", MODEL, "--source", str(colour), "--depth", str(flat), "--intrinsics",
                 str(rgbd / "intrinsics.json"))
     _one_line_error(proc, "8-bit")
+
+
+# --- end to end on the renderer's RGB-D -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """Three clean-depth renders (``pomona generate --depth --depth-noise 0``)."""
+    out = tmp_path_factory.mktemp("render") / "ds"
+    proc = _run("generate", str(out), "--n", "3", "--size", "320", "--seed", "11", "--depth", "--depth-noise", "0",
+                "--workers", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def test_run_then_evaluate_picking_on_a_render(rendered, tmp_path):
+    jsonl = tmp_path / "pred.jsonl"
+    proc = _run("run", MODEL, "--source", str(rendered / "images"), "--depth",
+                str(rendered / "depth"), "--intrinsics", str(rendered / "manifest.jsonl"), "--jsonl", str(jsonl))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run("evaluate", "picking", str(jsonl), str(rendered), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    truth = sum(len(json.loads(line)["apples_3d"]) for line in (rendered / "manifest.jsonl").read_text().splitlines())
+    assert result["apples"] == truth > 0 and result["matched"] + result["missed"] == truth
+    for part in (result, result["target"]):
+        assert {"median", "p90"} <= set(part["center_error_m"]) and {"median", "p90"} <= set(part["diameter_error_mm"])
+    assert sum(b["apples"] for b in result["by_distance"].values()) == truth
+    assert sum(b["apples"] for b in result["by_visible_fraction"].values()) == truth
+    assert result["target"]["goal"]["max_distance_m"] == 1.0
+    assert result["matched"] > 0 and result["center_error_m"]["median"] < 0.02  # the shipped model finds some
+
+
+def test_true_masks_on_clean_render_give_the_3d_truth_back(rendered, tmp_path):
+    """The 3D step on the renderer's own masks and clean depth: the evaluation must report small errors."""
+    from pomona.pipeline.evaluate_picking import evaluate_picking, targets_from_true_masks
+
+    result = evaluate_picking(targets_from_true_masks(rendered, tmp_path / "true.jsonl"), rendered)
+    assert result["matched"] == result["apples"] > 0 and result["missed"] == 0
+    assert result["center_error_m"]["median"] < 0.005 and result["diameter_error_mm"]["median"] < 5.0, result
+
+
+def test_evaluate_picking_refuses_predictions_without_polygons(rendered, tmp_path):
+    from pomona.pipeline.evaluate_picking import targets_from_true_masks
+
+    lines = [json.loads(line) for line in targets_from_true_masks(rendered, tmp_path / "t.jsonl").read_text().splitlines()]
+    for rec in lines:
+        for apple in rec["apples"]:
+            apple.pop("polygon", None)
+    (tmp_path / "bare.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    _one_line_error(_run("evaluate", "picking", str(tmp_path / "bare.jsonl"), str(rendered)), "without polygons")
+
+
+def test_demo_measures_an_uploaded_colour_and_depth_pair(rgbd, tmp_path):
+    gr = pytest.importorskip("gradio", reason="the demo needs gradio (pip install 'pomona[demo]')")
+    from pomona.edge import demo
+
+    from pomona.models import resolve_model
+
+    cache, model = demo.PredictorCache(), str(resolve_model(MODEL))
+    image, depth = rgbd / "images" / "f0.jpg", rgbd / "depth" / "f0.png"
+    _, count, latency, table, files = demo.detect_rgbd(cache, str(image), str(depth), str(rgbd / "intrinsics.json"),
+                                                       None, None, None, None, model, 0.25, 0.7)
+    assert len(table) == count > 0 and all(len(row) == len(demo.RGBD_COLUMNS) for row in table)
+    assert 60 < np.median([row[4] for row in table if row[4] is not None]) < 110  # diameter_mm, as in the CLI test
+    line = json.loads(Path(files[0]).read_text())
+    assert len(line["apples"]) == count and all("diameter_mm" in a and "center_m" in a for a in line["apples"])
+    assert "3d" in latency
+    # the same with the four fields instead of a file; a depth of another size is a sentence on the page
+    demo.detect_rgbd(cache, str(image), str(depth), None, K.fx, K.fy, K.cx, K.cy, model, 0.25, 0.7)
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), cv2.imread(str(depth), cv2.IMREAD_UNCHANGED)[::2, ::2])
+    with pytest.raises(gr.Error, match="aligned, pixel for pixel"):
+        demo.detect_rgbd(cache, str(image), str(small), str(rgbd / "intrinsics.json"), None, None, None, None,
+                         model, 0.25, 0.7)
+    with pytest.raises(gr.Error, match="intrinsics JSON"):
+        demo.detect_rgbd(cache, str(image), str(depth), None, None, None, None, None, model, 0.25, 0.7)
