@@ -292,6 +292,67 @@ def _to_bgr_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
+def plan_sampling(pipeline_class: str, configs: dict[str, dict], model: str, width: int, height: int,
+                  steps: int | None, guidance: float | None) -> Sampling:
+    """Check the size against the model and settle steps and guidance (given, or the model's defaults)."""
+    multiple = _size_multiple(pipeline_class, configs)
+    if width % multiple or height % multiple:
+        near = [max(multiple, round(v / multiple) * multiple) for v in (width, height)]
+        raise PomonaError(f"{pipeline_class} needs width and height divisible by {multiple}; got {width}x{height}, "
+                          f"try --size {near[0]} {near[1]}")
+    defaults = default_sampling(pipeline_class, model, configs)
+    given = [flag for flag, value in (("--steps", steps), ("--guidance", guidance)) if value is not None]
+    source_text = "given" if len(given) == 2 else defaults.source + "".join(f", {flag} given" for flag in given)
+    return Sampling(steps if steps is not None else defaults.steps,
+                    guidance if guidance is not None else defaults.guidance, source_text)
+
+
+def image_identity(i: int, prompts: list[str], seed: int, model: str, sampling: Sampling, size: tuple[int, int],
+                   negative_prompt: str | None) -> dict:
+    """What makes image ``i`` what it is (the manifest keys a resumed run must agree on)."""
+    return {"file": f"images/{image_name(i)}", "prompt": prompt_for(i, prompts), "negative_prompt": negative_prompt,
+            "seed": seed + i, "model": model, "steps": sampling.steps, "guidance": sampling.guidance,
+            "size": [int(size[0]), int(size[1])]}
+
+
+def made_by(pipe) -> dict:
+    """The manifest keys that say which pipeline made an image."""
+    return {"backend": BACKEND, "pipeline": type(pipe).__name__, "dtype": str(pipe.dtype).replace("torch.", ""),
+            "pomona_version": __version__,
+            "scheduler": type(pipe.scheduler).__name__ if getattr(pipe, "scheduler", None) is not None else None}
+
+
+def make_batch(pipe, chunk: list[int], prompts: list[str], seed: int, sampling: Sampling, size: tuple[int, int],
+               negative_prompt: str | None, model: str) -> list[np.ndarray]:
+    """Images ``chunk`` (indices) in one pipeline call, as BGR uint8; the same for a run here and a Ray actor."""
+    import torch
+
+    width, height = (int(v) for v in size)
+    call_params = _call_parameters(pipe)
+    if negative_prompt and "negative_prompt" not in call_params:
+        raise PomonaError(f"{type(pipe).__name__} takes no negative prompt; drop --negative-prompt")
+    kwargs: dict[str, Any] = {
+        "prompt": [prompt_for(i, prompts) for i in chunk],
+        "num_inference_steps": sampling.steps,
+        "height": height,
+        "width": width,
+        # one CPU generator per image: an image's noise depends on its own seed only, not
+        # on the batch it lands in or the device
+        "generator": [torch.Generator("cpu").manual_seed(seed + i) for i in chunk],
+        "output_type": "np",
+        "guidance_scale": sampling.guidance,
+        "negative_prompt": [negative_prompt] * len(chunk) if negative_prompt else None,
+    }
+    kwargs = {k: v for k, v in kwargs.items() if k == "prompt" or (k in call_params and v is not None)}
+    images = np.asarray(pipe(**kwargs).images)
+    if images.shape[0] != len(chunk):
+        raise PomonaError(f"{type(pipe).__name__} returned {images.shape[0]} images for {len(chunk)} prompts")
+    if not np.isfinite(images).all():
+        raise PomonaError(f"{model} produced NaN pixels in {str(pipe.dtype).replace('torch.', '')} on {pipe.device}; "
+                          f"try --device cpu or a model with an fp16-safe VAE")
+    return [_to_bgr_uint8(image) for image in images]
+
+
 def generate_diffusers(out: Path, n: int, model: str | None, prompts: list[str], size: tuple[int, int],
                        seed: int = 0, steps: int | None = None, guidance: float | None = None, batch: int = 1,
                        negative_prompt: str | None = None, device: str | None = None) -> DiffusionReport:
@@ -327,17 +388,7 @@ def generate_diffusers(out: Path, n: int, model: str | None, prompts: list[str],
         pipe = load_pipeline(model, device)
         load_seconds = time.perf_counter() - t_load
         pipeline_class, configs = type(pipe).__name__, _pipeline_configs(pipe)
-    multiple = _size_multiple(pipeline_class, configs)
-    if width % multiple or height % multiple:
-        near = [max(multiple, round(v / multiple) * multiple) for v in (width, height)]
-        raise PomonaError(f"{pipeline_class} needs width and height divisible by {multiple}; got {width}x{height}, "
-                          f"try --size {near[0]} {near[1]}")
-
-    defaults = default_sampling(pipeline_class, model, configs)
-    given = [flag for flag, value in (("--steps", steps), ("--guidance", guidance)) if value is not None]
-    source_text = "given" if len(given) == 2 else defaults.source + "".join(f", {flag} given" for flag in given)
-    sampling = Sampling(steps if steps is not None else defaults.steps,
-                        guidance if guidance is not None else defaults.guidance, source_text)
+    sampling = plan_sampling(pipeline_class, configs, model, width, height, steps, guidance)
     dtype_name = str(dtype_for(device, pipeline_class)).replace("torch.", "")
 
     images_dir = out / "images"
@@ -347,9 +398,7 @@ def generate_diffusers(out: Path, n: int, model: str | None, prompts: list[str],
     position = {r.get("file"): k for k, r in enumerate(records)}
 
     def identity(i: int) -> dict:
-        return {"file": f"images/{image_name(i)}", "prompt": prompt_for(i, prompts), "negative_prompt": negative_prompt,
-                "seed": seed + i, "model": model, "steps": sampling.steps, "guidance": sampling.guidance,
-                "size": [width, height]}
+        return image_identity(i, prompts, seed, model, sampling, (width, height), negative_prompt)
 
     todo, skipped = [], 0
     for i in range(n):
@@ -373,39 +422,19 @@ def generate_diffusers(out: Path, n: int, model: str | None, prompts: list[str],
             pipe = load_pipeline(model, device)
             load_seconds = time.perf_counter() - t_load
             pipeline_class = type(pipe).__name__
-        call_params = _call_parameters(pipe)
-        if negative_prompt and "negative_prompt" not in call_params:
+        if negative_prompt and "negative_prompt" not in _call_parameters(pipe):
             raise PomonaError(f"{pipeline_class} takes no negative prompt; drop --negative-prompt")
         dtype_name = str(pipe.dtype).replace("torch.", "")
-        made_by = {"backend": BACKEND, "pipeline": pipeline_class, "dtype": dtype_name, "pomona_version": __version__,
-                   "scheduler": type(pipe.scheduler).__name__ if getattr(pipe, "scheduler", None) is not None else None}
+        made = made_by(pipe)
         bar = tqdm(total=n, initial=skipped, desc=f"diffusers {Path(model).name or model}", unit="img")
         t_gen = time.perf_counter()
         try:
             for start in range(0, len(todo), batch):
                 chunk = todo[start:start + batch]
-                kwargs: dict[str, Any] = {
-                    "prompt": [prompt_for(i, prompts) for i in chunk],
-                    "num_inference_steps": sampling.steps,
-                    "height": height,
-                    "width": width,
-                    # one CPU generator per image: an image's noise depends on its own seed only, not
-                    # on the batch it lands in or the device
-                    "generator": [torch.Generator("cpu").manual_seed(seed + i) for i in chunk],
-                    "output_type": "np",
-                    "guidance_scale": sampling.guidance,
-                    "negative_prompt": [negative_prompt] * len(chunk) if negative_prompt else None,
-                }
-                kwargs = {k: v for k, v in kwargs.items() if k == "prompt" or (k in call_params and v is not None)}
-                images = np.asarray(pipe(**kwargs).images)
-                if images.shape[0] != len(chunk):
-                    raise PomonaError(f"{pipeline_class} returned {images.shape[0]} images for {len(chunk)} prompts")
-                if not np.isfinite(images).all():
-                    raise PomonaError(f"{model} produced NaN pixels in {dtype_name} on {device}; try --device cpu "
-                                      f"or a model with an fp16-safe VAE")
+                images = make_batch(pipe, chunk, prompts, seed, sampling, (width, height), negative_prompt, model)
                 for i, image in zip(chunk, images):
-                    atomic.write_image(images_dir / image_name(i), _to_bgr_uint8(image), quality=95)
-                    record = {**identity(i), **made_by, "group": f"{BACKEND}-{seed + i}"}  # independent samples
+                    atomic.write_image(images_dir / image_name(i), image, quality=95)
+                    record = {**identity(i), **made, "group": f"{BACKEND}-{seed + i}"}  # independent samples
                     if record["file"] in position:
                         records[position[record["file"]]] = record
                     else:

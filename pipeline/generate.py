@@ -133,7 +133,9 @@ def generate(out: Path, n: int = 100, backend: str = "procedural", size: tuple[i
     prompt_list = load_prompts(prompts)
     noise = _depth_noise(backend, depth, depth_noise)
     if ray is not None:
-        return _generate_on_ray(location, ray, backend, n, size, seed, prompt_list, video, noise)
+        diffusers = dict(model=model, steps=steps, guidance=guidance, batch=batch, negative_prompt=negative_prompt,
+                         device=device)
+        return _generate_on_ray(location, ray, backend, n, size, seed, prompt_list, video, noise, diffusers)
     if backend == "diffusers":
         from pomona.pipeline.diffusion import generate_diffusers
 
@@ -169,12 +171,15 @@ def _depth_noise(backend: str, depth: bool, level: str | float | None):
 
 
 def _generate_on_ray(out: str, address: str, backend: str, n: int, size: tuple[int, int], seed: int,
-                     prompts: list[str], video: bool, depth_noise):
+                     prompts: list[str], video: bool, depth_noise, diffusers: dict):
     if video:
         raise PomonaError("--ray renders stills; a --video drive-by is one sequence, render it without --ray")
-    if backend != "procedural":
-        raise PomonaError("--ray runs the procedural backend; for diffusers run one `pomona generate` per GPU node "
-                          "with its own --seed range")
+    if backend == "diffusers":
+        from pomona.pipeline.cluster.diffuse import generate_diffusers_ray
+
+        if diffusers["batch"] < 1:
+            raise PomonaError(f"--batch must be at least 1, got {diffusers['batch']}")
+        return generate_diffusers_ray(out, n, prompts=prompts, size=size, seed=seed, address=address, **diffusers)
     from pomona.pipeline.cluster.render import generate_procedural_ray
 
     return generate_procedural_ray(out, n, size, seed, prompts, frozenset(), address, depth_noise=depth_noise)

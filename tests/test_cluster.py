@@ -123,6 +123,31 @@ def test_not_empty_output_is_refused(local_ray, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
 
 
+def test_workers_write_to_an_s3_bucket(local_ray, tmp_path, reference):
+    """An fsspec URL: moto's S3 server in this process stands in for the bucket, the workers write to it."""
+    s3fs = pytest.importorskip("s3fs", reason="s3:// outputs need s3fs")
+    moto_server = pytest.importorskip("moto.server", reason="the S3 stand-in is moto's server")
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        options = {"key": "test", "secret": "test",
+                   "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"}}
+        import boto3
+
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", aws_access_key_id="test",
+                     aws_secret_access_key="test").create_bucket(Bucket="orchards")
+        fs = s3fs.S3FileSystem(**options)
+        report = render.generate_procedural_ray("s3://orchards/run1", 8, SIZE, 7, load_prompts(None), frozenset(),
+                                                "local", storage_options=options)
+        assert report.images == 8 and report.out == "s3://orchards/run1"
+        assert not fs.exists(f"orchards/run1/{STAGING}/records")
+        fs.get("orchards/run1/", str(tmp_path / "copy"), recursive=True)
+        assert _dataset_files(tmp_path / "copy") == reference(8)
+    finally:
+        server.stop()
+
+
 def test_annotate_actors_label_as_one_machine_does(local_ray, tmp_path):
     pytest.importorskip("ultralytics", reason="the model labeller needs the pipeline extras")
     from pomona.pipeline.annotate import annotate
@@ -143,6 +168,28 @@ def test_annotate_actors_label_as_one_machine_does(local_ray, tmp_path):
     coco_one["info"].pop("date"), coco_ray["info"].pop("date")
     assert coco_one == coco_ray and coco_one["annotations"]  # the random teacher finds something at conf 0.01
     assert not (on_ray / ".pomona-ray-annotate").exists()
+
+
+def test_diffusers_actors_make_what_one_machine_makes(local_ray, tmp_path):
+    pytest.importorskip("diffusers", reason="the diffusers backend needs the diffusion extra")
+    from pomona.pipeline.cluster.diffuse import generate_diffusers_ray
+    from pomona.pipeline.diffusion import generate_diffusers
+    from tests.test_diffusion import build_tiny_pipeline
+
+    model = str(build_tiny_pipeline(tmp_path / "tiny-sd"))
+    prompts = ["red apples on a branch", "green apples in the shade"]
+    settings = dict(n=3, model=model, prompts=prompts, size=(64, 48), seed=5, steps=2, guidance=None, batch=3,
+                    negative_prompt=None, device="cpu")
+    generate_diffusers(tmp_path / "one", **settings)
+    report = generate_diffusers_ray(tmp_path / "ray", **settings, address="local")
+    assert (report.images, report.made) == (3, 3) and "images/s" in str(report)
+    one, on_ray = (tmp_path / "one", tmp_path / "ray")
+    assert sorted((one / "manifest.jsonl").read_text().splitlines()) == \
+        sorted((on_ray / "manifest.jsonl").read_text().splitlines())
+    assert {p.name: p.read_bytes() for p in (one / "images").iterdir()} == \
+        {p.name: p.read_bytes() for p in (on_ray / "images").iterdir()}
+    again = generate_diffusers_ray(tmp_path / "ray", **settings, address="local")
+    assert (again.made, again.done_before) == (0, 3)
 
 
 # --- a real two-node cluster on this machine --------------------------------------------------------------
@@ -285,3 +332,68 @@ def test_ray_version_mismatch_is_one_line(two_nodes, tmp_path):
     line = _one_line_error(proc)
     assert "version mismatch" in line and "2.0.0" in line and ray.__version__ in line
     assert not (tmp_path / "out").exists()
+
+
+# --- several GPUs of one machine: pomona train --device 0,1,2,3 (Ultralytics DDP) ----------------------------
+
+
+def _tiny_split(root: Path) -> Path:
+    from pomona.pipeline.split import split
+    from tests.conftest import make_dataset
+
+    specs = [[(30 + 5 * i, 40, 12)] for i in range(6)]
+    make_dataset(root, specs, size=(64, 64))
+    return split([root], val=0.34, seed=0).data_yaml
+
+
+def test_train_passes_a_gpu_list_to_ultralytics(tmp_path, monkeypatch):
+    """The flag reaches Ultralytics unchanged (it starts DDP for a list); the model is a stand-in, only the
+    plumbing is under test here: the GPU test below trains for real."""
+    import torch
+
+    from pomona.pipeline import train as train_module
+    from pomona.pipeline import weights
+
+    seen = {}
+
+    class Recorder:
+        def train(self, **args):
+            seen.update(args)
+            (tmp_path / "run" / "weights").mkdir(parents=True)
+            (tmp_path / "run" / "weights" / "best.pt").write_bytes(b"")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(weights, "load_yolo", lambda *a, **k: Recorder())
+    train_module.train(_tiny_split(tmp_path / "ds"), epochs=1, imgsz=64, out=tmp_path / "run", device="0,1,2,3")
+    assert seen["device"] == "0,1,2,3"
+    with pytest.raises(PomonaError, match="has 4 GPU"):
+        train_module.train(_tiny_split(tmp_path / "ds2"), epochs=1, imgsz=64, out=tmp_path / "run2", device="0,4")
+
+
+def test_train_gpu_list_without_cuda_is_one_line(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from pomona.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(_tiny_split(tmp_path / "ds")), "--epochs", "1", "--imgsz", "64", "--out",
+              str(tmp_path / "run"), "--device", "0,1"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert exit_.value.code == 2 and len(err) == 1 and "CUDA is not available" in err[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_train_on_every_gpu_of_this_machine(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    from pomona.pipeline.train import train
+
+    gpus = ",".join(str(i) for i in range(torch.cuda.device_count()))  # one GPU: "0", plain single-GPU training
+    best = train(_tiny_split(tmp_path / "ds"), epochs=1, imgsz=64, batch=4 * torch.cuda.device_count(),
+                 out=tmp_path / "run", workers=0, device=gpus)
+    assert best.is_file() and best.stat().st_size > 0

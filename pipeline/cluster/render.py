@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,14 +20,11 @@ from pathlib import Path
 
 from pomona.errors import PomonaError
 from pomona.pipeline.cluster.connect import cluster_summary, on_cluster, ray_session
+from pomona.pipeline.cluster.job import finish, prepare, probe_every_node, record_rel
 from pomona.pipeline.cluster.progress import ClusterRun, ShardResult, gather, node_name
-from pomona.pipeline.cluster.store import STAGING, Store
+from pomona.pipeline.cluster.store import Store
 
-JOB = f"{STAGING}/job.json"  # the job's settings: kept, so a re-run can tell whether it is the same job
-RECORDS = f"{STAGING}/records"
-MANIFEST = "manifest.jsonl"
 MAX_RETRIES = 5  # per task, for workers or nodes that die; a Python error is not retried (it would fail again)
-PROBE_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -48,14 +44,6 @@ class ClusterGenerateReport:
         return "\n".join([head, *self.run.lines()])
 
 
-def _record_rel(index: int) -> str:
-    return f"{RECORDS}/{index:06d}.json"
-
-
-def _index(record: dict) -> int:
-    return int(re.search(r"(\d+)\.\w+$", record["file"]).group(1))
-
-
 def render_shard(store: Store, jobs: list[tuple]) -> ShardResult:
     """Task: render and publish a shard of ``_render_one`` jobs (their folder is replaced by scratch)."""
     from pomona.pipeline.generate import _render_one
@@ -63,81 +51,21 @@ def render_shard(store: Store, jobs: list[tuple]) -> ShardResult:
     start, records, skipped = time.perf_counter(), [], 0
     with tempfile.TemporaryDirectory(prefix="pomona-render-") as scratch:
         for job in jobs:
-            if store.exists(_record_rel(job[1])):  # a retried shard: the first try got this far
+            if store.exists(record_rel(job[1])):  # a retried shard: the first try got this far
                 skipped += 1
                 continue
             folder = Path(scratch) / str(job[1])
             record = _render_one((str(folder), *job[1:]))
             store.put_tree(folder)
-            store.put_json(_record_rel(job[1]), record)  # last: the image is done
+            store.put_json(record_rel(job[1]), record)  # last: the image is done
             records.append(record)
     return ShardResult(node_name(), len(records), skipped, time.perf_counter() - start, records)
-
-
-def check_node_writes(store: Store) -> None:
-    """Task pinned to one node: can this node's workers publish into the output?"""
-    store.check_writable(f"the workers on node {node_name()}")
-
-
-def prepare(store: Store, signature: dict) -> list[int]:
-    """Task: a new job (empty output) or the same job again; returns the indices already done."""
-    if store.exists(JOB):
-        if store.read_json(JOB) != signature:
-            raise PomonaError(f"{store} holds a job with other settings (seed, size, prompts or render options); "
-                              f"use a new output or delete it")
-    elif not store.is_empty():
-        raise PomonaError(f"{store} already exists and is not empty; choose a new output or delete it")
-    else:
-        store.put_json(JOB, signature)
-    done = {int(Path(name).stem) for name in store.names(RECORDS)}
-    if store.exists(MANIFEST):
-        done |= {_index(json.loads(line)) for line in store.read_text(MANIFEST).splitlines() if line.strip()}
-    return sorted(done)
-
-
-def finish(store: Store, new_records: list[dict]) -> tuple[int, int]:
-    """Task: write manifest.jsonl from every record (index order), then drop the staged records.
-    Returns (images, apples) of the finished dataset."""
-    by_index = {_index(r): r for r in new_records}
-    if store.exists(MANIFEST):
-        for line in store.read_text(MANIFEST).splitlines():
-            if line.strip():
-                record = json.loads(line)
-                by_index.setdefault(_index(record), record)
-    for name in store.names(RECORDS):
-        if int(Path(name).stem) not in by_index:
-            record = store.read_json(f"{RECORDS}/{name}")
-            by_index[_index(record)] = record
-    records = [by_index[i] for i in sorted(by_index)]
-    store.put_text(MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    store.remove(RECORDS)
-    store.remove_stale_temps(sorted({str(Path(r["file"]).parent) for r in records}) + ["labels", RECORDS])
-    return len(records), sum(int(r.get("apples", 0)) for r in records)
 
 
 def _signature(prompts: list[str], sample_jobs: list[tuple]) -> dict:
     """What makes image i what it is, apart from i: any render option added to the jobs is in here too."""
     return {"backend": "procedural", "prompts_sha1": hashlib.sha1("\n".join(prompts).encode()).hexdigest(),
             "jobs": json.loads(json.dumps([list(job[1:]) for job in sample_jobs]))}
-
-
-def _probe_every_node(ray, store: Store) -> None:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    task = ray.remote(check_node_writes)
-    refs = [task.options(num_cpus=0, max_retries=0,
-                         scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(store)
-            for node in ray.nodes() if node.get("Alive")]
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
-    if len(ready) < len(refs):
-        raise PomonaError(f"{len(refs) - len(ready)} node(s) did not answer a write check within "
-                          f"{PROBE_TIMEOUT_S:.0f} s")
-    for ref in refs:
-        try:
-            ray.get(ref)
-        except Exception as e:
-            cause = getattr(e, "cause", e)
-            raise cause if isinstance(cause, PomonaError) else PomonaError(f"write check failed: {cause}") from None
 
 
 def default_shard(images: int, cpus: float) -> int:
@@ -147,12 +75,12 @@ def default_shard(images: int, cpus: float) -> int:
 
 def generate_procedural_ray(out: str | Path, n: int, size: tuple[int, int], seed: int, prompts: list[str],
                             disable: frozenset[str], address: str, shard: int | None = None,
-                            depth_noise=None) -> ClusterGenerateReport:
-    """Render ``n`` scenes on the Ray cluster at ``address`` into ``out`` (a shared folder or an fsspec URL);
-    ``depth_noise`` as for :func:`pomona.pipeline.generate.generate_procedural`."""
+                            depth_noise=None, storage_options: dict | None = None) -> ClusterGenerateReport:
+    """Render ``n`` scenes on the Ray cluster at ``address`` into ``out`` (a shared folder or an fsspec URL with
+    its ``storage_options``); ``depth_noise`` as for :func:`pomona.pipeline.generate.generate_procedural`."""
     from pomona.pipeline.generate import render_jobs
 
-    store = Store(out)
+    store = Store(out, storage_options)
     options = {} if depth_noise is None else {"depth_noise": depth_noise.params()}
     jobs = render_jobs("", range(n), prompts, seed, size, disable, **options)
     signature = _signature(prompts, jobs[:2])
@@ -160,7 +88,7 @@ def generate_procedural_ray(out: str | Path, n: int, size: tuple[int, int], seed
         cluster = cluster_summary(ray)
         created = not store.exists()
         try:
-            _probe_every_node(ray, store)
+            probe_every_node(ray, store)
             done = set(on_cluster(ray, prepare, store, signature))
         except Exception:
             if created and store.is_empty():  # nothing half-written: not even an empty folder

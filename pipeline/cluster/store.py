@@ -20,14 +20,17 @@ STAGING = ".pomona-ray"
 class Store:
     """One dataset location; picklable, so the workers get it as an argument."""
 
-    def __init__(self, location: str | Path):
+    def __init__(self, location: str | Path, options: dict | None = None):
+        """``options``: fsspec storage options (credentials, endpoint_url, ...); without them the filesystem
+        reads its usual configuration on each node (AWS_* variables, FSSPEC_S3_* variables, config files)."""
         text = str(location)
+        self.options = dict(options or {})
         self.is_url = "://" in text and not text.startswith("file://")
         self.location = text if self.is_url else str(Path(text.removeprefix("file://")).expanduser().absolute())
         self._fs = None
 
     def __getstate__(self):
-        return {"is_url": self.is_url, "location": self.location, "_fs": None}
+        return {"is_url": self.is_url, "location": self.location, "options": self.options, "_fs": None}
 
     @property
     def fs(self):
@@ -35,7 +38,7 @@ class Store:
             import fsspec
 
             try:
-                self._fs, _ = fsspec.core.url_to_fs(self.location)
+                self._fs, _ = fsspec.core.url_to_fs(self.location, **self.options)
             except (ImportError, ValueError) as e:
                 raise PomonaError(f"cannot open {self.location}: {first_line(e)} (s3:// needs s3fs, gs:// gcsfs)") \
                     from None
@@ -121,15 +124,13 @@ class Store:
         elif path.exists():
             path.unlink()
 
-    def remove_stale_temps(self, folders: list[str]) -> None:
+    def remove_stale_temps(self) -> None:
         """A killed worker (SIGKILL) cannot run atomic_path's clean-up: drop its hidden temporary files."""
         if self.is_url:  # object stores have no temporary names
             return
-        for rel in folders:
-            folder = Path(self.path(rel))
-            if folder.is_dir():
-                for tmp in folder.glob(".*.tmp*"):
-                    tmp.unlink(missing_ok=True)
+        for tmp in Path(self.location).rglob(".*.tmp*"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
     def check_writable(self, who: str) -> None:
         """Write and delete a probe file; one line naming ``who`` could not."""
