@@ -1,11 +1,16 @@
 """Picking targets: each apple's 3D centre, diameter, picking point and approach from its mask and aligned depth.
 
-Per apple, the valid depth pixels inside its (slightly eroded) mask are back-projected through the pinhole
-camera and a sphere is fitted to that visible surface: robust Gauss-Newton on the geometric distance
-(Tukey weights from each apple's own residual spread), with the radius held to a plausible apple range.
-Because the fit uses the surface, not the silhouette, the diameter holds when leaves hide part of the apple.
-An apple with fewer than ``MIN_POINTS`` valid depth points gets no 3D fields (NaN here, null in JSON):
-never a guess presented as a measurement.
+Per apple, a sphere is fitted to two kinds of evidence at once:
+- the valid depth pixels inside its (slightly eroded) mask, back-projected through the pinhole camera: the
+  visible surface, which pins the apple's range;
+- the rays through the part of its outline that is the apple's own edge (what lies just outside is farther
+  away or unseen, not a leaf or an apple in front): each is tangent to the sphere, which pins its angular
+  size to a fraction of a pixel where stereo depth is weakest (noise ~ z^2, holes along the rim).
+Only the visible surface and the unhidden outline count, never the mask's width, so the diameter holds when
+leaves hide part of the apple. Robust Gauss-Newton on the geometric residuals (Tukey weights per apple and
+per kind), the radius held to a plausible apple range. An apple with fewer than ``MIN_POINTS`` valid depth
+points, or whose fit explains too few of them, gets no 3D fields (NaN here, null in JSON): never a guess
+presented as a measurement.
 
 All apples of a frame are fitted together on padded (apples, points) arrays, so the cost is a few numpy
 calls per iteration, not per apple. Pure numpy and OpenCV: the edge install stays lean (no torch, no scipy).
@@ -254,7 +259,7 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
     if rays is None:
         rays, ray_valid = np.zeros((3, n, 0)), np.zeros((n, 0), bool)
     every = np.concatenate([valid, ray_valid], 1)
-    w = every.astype(np.float64)
+    w = every.astype(np.float64)  # plain least squares until the first robust step
     ws = w[:, :p]
     mean = (points * ws).sum(2).T / np.maximum(ws.sum(1), 1)[:, None]
     radius = np.full(n, PRIOR_DIAMETER_MM / 2000)
@@ -263,7 +268,7 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
     jac[3] = -1.0
     ridge = np.eye(4) * 1e-9  # relative to the trace below; an apple without points keeps its start
     every_pt = np.concatenate([points, np.zeros_like(rays)], 2)  # surface points, then each ray's foot
-    scale = inv_var = None
+    scale = counted = None
     for step in range(iterations):
         c = centre.T[:, :, None]
         np.multiply(rays, (rays * c).sum(0), out=every_pt[:, :, p:])  # each ray's point nearest the centre
@@ -281,23 +286,25 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
                             np.maximum(outline_floor, 1e-5))
             sigma = np.concatenate([np.repeat(s_surf[:, None], p, 1), np.repeat(s_out[:, None], res.shape[1] - p, 1)], 1)
             mid = np.concatenate([np.repeat(mid_s[:, None], p, 1), np.repeat(mid_o[:, None], res.shape[1] - p, 1)], 1)
-            scale, inv_var = 4.685 * sigma, 1.0 / (sigma * sigma)
-        if scale is not None:
+            scale, counted = 4.685 * sigma, every / (sigma * sigma)
+        if scale is None:
+            w = every.astype(np.float64)
+        else:
             t = np.minimum(np.abs(res - mid) / scale, 1.0)
             mid *= 0.5  # the fit follows the kept points: their offset shrinks
-            w = every * (1 - t * t) ** 2 * inv_var
+            t = 1 - t * t
+            w = t * t * counted  # Tukey's biweight over each kind's inverse variance
         np.multiply(diff, -1.0 / np.maximum(dist, 1e-9), out=jac[:3])
         # an apple is rarely a sphere: its outline is the sphere's, or inside it (an oval, a flat shoulder), so
         # rays outside the sphere count OUTLINE_EXPECTILE, rays inside 1 - OUTLINE_EXPECTILE (an upper expectile)
-        lean = w.copy()
-        lean[:, p:] *= np.where(res[:, p:] > 0, 2 * OUTLINE_EXPECTILE, 2 - 2 * OUTLINE_EXPECTILE)
-        jw = (jac * lean).transpose(1, 0, 2)
+        w[:, p:] *= np.where(res[:, p:] > 0, 2 * OUTLINE_EXPECTILE, 2 - 2 * OUTLINE_EXPECTILE)
+        jw = (jac * w).transpose(1, 0, 2)
         lhs = np.matmul(jw, jac.transpose(1, 2, 0))
         lhs += ridge * (1.0 + np.einsum("nii->n", lhs))[:, None, None]  # stays solvable when the kept points
         # do not pin all four unknowns (a sliver, a few outline points): those move least
         delta = np.linalg.solve(lhs, -np.matmul(jw, res[..., None]))[..., 0]
         # at most MAX_STEP_M per step: a cloud that barely constrains a sphere (a sliver) must not fling it away
-        delta *= np.minimum(1.0, MAX_STEP_M / np.maximum(np.abs(delta).max(1, keepdims=True), 1e-12))
+        np.clip(delta, -MAX_STEP_M, MAX_STEP_M, out=delta)
         centre = centre + delta[:, :3]
         radius = np.clip(radius + delta[:, 3], lo, hi)
     inliers = (w[:, :p] > 0).sum(1) / np.maximum(valid.sum(1), 1)
