@@ -224,21 +224,22 @@ def _group_alive(pgid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    """Head (1 CPU) + worker node (1 CPU), each `ray start` in its own session and temp dir; yields the address."""
-    port, groups, dirs = _free_port(), [], []
+    """Head (1 CPU) + worker node (1 CPU), each `ray start` in its own session and temp dir; yields the head's
+    address and its Ray client's (ray://)."""
+    port, client_port, groups, dirs = _free_port(), _free_port(), [], []
     try:
         for head in (True, False):
             temp = tempfile.mkdtemp(prefix="pomona-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
             dirs.append(temp)
             where = ["--head", "--port", str(port), "--include-dashboard", "false",
-                     "--ray-client-server-port", str(_free_port())] if head else ["--address", f"127.0.0.1:{port}"]
+                     "--ray-client-server-port", str(client_port)] if head else ["--address", f"127.0.0.1:{port}"]
             proc = subprocess.Popen([RAY_BIN, "start", *where, "--num-cpus", "1", "--temp-dir", temp,
                                      "--disable-usage-stats"], env=ENV, start_new_session=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             groups.append(proc.pid)
             output, _ = proc.communicate(timeout=120)
             assert proc.returncode == 0, output[-2000:]
-        yield f"127.0.0.1:{port}"
+        yield {"address": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{client_port}"}
     finally:
         _stop_groups(groups)
         for temp in dirs:
@@ -266,7 +267,7 @@ def _generate_cli(out: Path, n: int, address: str, *extra: str) -> subprocess.Po
 
 def test_two_nodes_a_killed_worker_loses_and_duplicates_nothing(two_nodes, tmp_path, reference):
     out = tmp_path / "two"
-    cli = _generate_cli(out, 24, two_nodes)
+    cli = _generate_cli(out, 24, two_nodes["address"])
     killed, deadline = None, time.monotonic() + 90
     while killed is None and cli.poll() is None and time.monotonic() < deadline:
         records = out / STAGING / "records"
@@ -288,7 +289,7 @@ def test_two_nodes_a_killed_worker_loses_and_duplicates_nothing(two_nodes, tmp_p
 
 def test_two_nodes_rerun_after_a_killed_driver_does_only_the_rest(two_nodes, tmp_path, reference):
     out = tmp_path / "driver"
-    cli = _generate_cli(out, 24, two_nodes)
+    cli = _generate_cli(out, 24, two_nodes["address"])
     records, deadline = out / STAGING / "records", time.monotonic() + 90
     while cli.poll() is None and time.monotonic() < deadline:
         if records.is_dir() and len(list(records.iterdir())) >= 4:
@@ -297,7 +298,7 @@ def test_two_nodes_rerun_after_a_killed_driver_does_only_the_rest(two_nodes, tmp
         time.sleep(0.02)
     cli.communicate(timeout=30)
     assert not (out / "manifest.jsonl").exists(), "the first run finished before it could be killed"
-    rerun = _generate_cli(out, 24, two_nodes)
+    rerun = _generate_cli(out, 24, two_nodes["client"])  # the rerun goes through Ray's client (ray://)
     stdout, stderr = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, stderr[-2000:]
     done_before = int(stdout.split(" were already done")[0].rsplit(" ", 1)[-1])
@@ -328,7 +329,7 @@ def test_ray_version_mismatch_is_one_line(two_nodes, tmp_path):
     # this machine pretends to run another Ray: Ray's own check at connect time must refuse it
     script = ("import sys, ray; ray.__version__ = '2.0.0'; from pomona.cli import main; main(sys.argv[1:])")
     proc = subprocess.run([sys.executable, "-c", script, "generate", str(tmp_path / "out"), "--n", "2", "--ray",
-                           two_nodes], env=ENV, capture_output=True, text=True, timeout=60)
+                           two_nodes["address"]], env=ENV, capture_output=True, text=True, timeout=60)
     line = _one_line_error(proc)
     assert "version mismatch" in line and "2.0.0" in line and ray.__version__ in line
     assert not (tmp_path / "out").exists()

@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pomona.errors import PomonaError
 from pomona.pipeline.cluster.connect import cluster_summary, on_cluster, ray_session
 from pomona.pipeline.cluster.job import finish, prepare, probe_every_node, record_rel
 from pomona.pipeline.cluster.progress import ClusterRun, ShardResult, gather, node_name
