@@ -29,8 +29,8 @@ DIAMETER_RANGE_MM = (40.0, 130.0)  # crab apples to the largest dessert apples; 
 PRIOR_DIAMETER_MM = 75.0  # starting guess only (a typical dessert apple)
 MIN_POINTS = 30  # fewer valid depth points than this: no 3D fields
 MAX_POINTS = 96  # points per apple used by the fit (evenly spread over the mask): bounds the cost per frame
-ITERATIONS = 6  # Gauss-Newton steps; the first two unweighted, the rest Tukey-weighted
-ROBUST_STEPS = (2, 4)  # steps that re-estimate each apple's residual scale for the Tukey weights
+ITERATIONS = 4  # Gauss-Newton steps; the first unweighted, the rest Tukey-weighted
+ROBUST_STEPS = (1, 2)  # steps that re-estimate each apple's residual scale for the Tukey weights
 MIN_INLIERS = 0.5  # a fit that keeps fewer of its points than this did not find the apple: no 3D fields
 MAX_STEP_M = 0.03  # largest move of a centre or radius in one Gauss-Newton step
 DEPTH_WINDOW_M = 0.08  # points this far from the apple's median depth are something else (a leaf, the row behind)
@@ -125,10 +125,9 @@ class PickingTargets:
 _KERNELS = {px: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1)) for px in (1, 2)}
 
 
-def _erode(crop: np.ndarray) -> np.ndarray:
-    """Mask crop without its rim: depth at an object's outline mixes apple and background (flying pixels,
-    stereo edge fattening), and a predicted mask's outline is its least certain part."""
-    m = np.ascontiguousarray(crop).view(np.uint8)
+def _erode(m: np.ndarray) -> np.ndarray:
+    """Mask crop (uint8) without its rim: depth at an object's outline mixes apple and background (flying
+    pixels, stereo edge fattening), and a predicted mask's outline is its least certain part."""
     return cv2.erode(m, _KERNELS[2 if min(m.shape) >= 24 else 1], borderType=cv2.BORDER_CONSTANT, borderValue=0)
 
 
@@ -160,7 +159,7 @@ def gather_points(instances, depth: np.ndarray, max_points: int = MAX_POINTS,
     # per apple only what needs its own window; the arithmetic runs once over all apples below
     found, grids, rims, corners = [], [], [], []
     for i, x0, y0, crop in instances.mask_crops():
-        m = np.ascontiguousarray(crop).view(np.uint8)
+        m = crop.view(np.uint8)  # OpenCV takes the strided window as it is
         area = cv2.countNonZero(m) if m.size else 0
         out.areas[i] = area
         if not area:
@@ -364,7 +363,9 @@ def measure(instances, depth: np.ndarray, K: Intrinsics, depth_unit_m: float = 0
     points = np.stack([(g.u[ok] - K.cx) * (z / K.fx), (g.v[ok] - K.cy) * (z / K.fy), z])
     floor = OUTLINE_FLOOR_PX * med_z[ok] / np.sqrt(K.fx * K.fy)  # in metres at the apple
     centre, radius, inliers = fit_spheres(points, valid, rays, own, outline_floor=floor)
+    lo, hi = DIAMETER_RANGE_MM[0] / 2000, DIAMETER_RANGE_MM[1] / 2000
     good = np.isfinite(centre).all(1) & np.isfinite(radius) & (centre[:, 2] > radius) & (inliers >= MIN_INLIERS)
+    good &= (radius > lo * 1.0001) & (radius < hi * 0.9999)  # held at a bound of the range: not measured
     rows = np.flatnonzero(ok)[good]
     centre, radius = centre[good], radius[good]
     approach = centre / np.linalg.norm(centre, axis=1, keepdims=True)
