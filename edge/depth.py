@@ -222,22 +222,35 @@ class RealSense:
             raise PomonaError("--depth realsense needs Intel's pyrealsense2 (pip install pyrealsense2)") from None
         self.rs = rs
         self.pipeline = rs.pipeline()
-        config = rs.config()
-        serial = spec.partition(":")[2]
-        if serial:
-            config.enable_device(serial)
-        config.enable_stream(rs.stream.depth, width, height, rs.format.z16, fps)
-        config.enable_stream(rs.stream.color, width, height, rs.format.bgr8, fps)
-        try:
-            profile = self.pipeline.start(config)
-        except RuntimeError as e:
-            raise PomonaError(f"cannot start RealSense {serial or 'camera'}: {e}") from None
+        self.config = rs.config()
+        self.serial = spec.partition(":")[2]
+        if self.serial:
+            self.config.enable_device(self.serial)
+        self.config.enable_stream(rs.stream.depth, width, height, rs.format.z16, fps)
+        self.config.enable_stream(rs.stream.color, width, height, rs.format.bgr8, fps)
+        self.running = False
+        profile = self.start()
         # Depth units vary by model and setting (D400: 1 mm by default); pomona's depth is in millimetres
         self.to_mm = profile.get_device().first_depth_sensor().get_depth_scale() * 1000.0
         self.align = rs.align(rs.stream.color)
         intr = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
         self.intrinsics = Intrinsics(intr.fx, intr.fy, intr.ppx, intr.ppy, intr.width, intr.height)
         self.depth_of: dict[int, np.ndarray] = {}  # id(colour image) -> its aligned depth, the last few frames
+
+    def start(self):
+        """Start streaming (again, after the run's source reconnects); returns the pipeline profile."""
+        try:
+            profile = self.pipeline.start(self.config)
+        except RuntimeError as e:
+            raise PomonaError(f"cannot start RealSense {self.serial or 'camera'}: {e}") from None
+        self.running = True
+        return profile
+
+    def reopen(self) -> "RealSense":
+        """FrameSource's opener: the camera itself, restarted if a dropout stopped it."""
+        if not self.running:
+            self.start()
+        return self
 
     def read(self):
         try:
@@ -264,6 +277,7 @@ class RealSense:
         return depth
 
     def release(self) -> None:
+        self.running = False
         try:
             self.pipeline.stop()
         except RuntimeError:
@@ -285,7 +299,7 @@ class DepthInput:
             if str(colour_spec).strip().partition(":")[0] != REALSENSE:
                 raise PomonaError("--depth realsense delivers aligned colour too: use --source realsense")
             self.realsense = RealSense(spec)
-            self.source_kwargs = {"opener": lambda: self.realsense, "live": True}
+            self.source_kwargs = {"opener": self.realsense.reopen, "live": True}
             self.intrinsics = (load_intrinsics(intrinsics) if intrinsics is not None
                                else IntrinsicsTable(self.realsense.intrinsics, source="the RealSense"))
             self.depth = None

@@ -383,3 +383,64 @@ def test_demo_measures_an_uploaded_colour_and_depth_pair(rgbd, tmp_path):
                          model, 0.25, 0.7)
     with pytest.raises(gr.Error, match="intrinsics JSON"):
         demo.detect_rgbd(cache, str(image), str(depth), None, None, None, None, None, model, 0.25, 0.7)
+
+
+def test_realsense_path_pairs_each_colour_frame_with_its_depth(rgbd, tmp_path, monkeypatch):
+    """The --depth realsense plumbing against a stand-in for pyrealsense2 that serves the rgbd frames (no camera
+    here: this checks pomona's side, the pairing, units and intrinsics, not Intel's library)."""
+    import time
+    import types
+
+    from pomona.edge.runner import run
+
+    images = [cv2.imread(str(p)) for p in sorted((rgbd / "images").glob("*.jpg"))]
+    depths = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((rgbd / "depth").glob("*.png"))]
+    served = []
+
+    class Frame:
+        def __init__(self, data):
+            self.data = data
+
+        def get_data(self):
+            return self.data
+
+    class Frames:
+        def __init__(self, k):
+            self.k = k
+
+        def get_color_frame(self):
+            return Frame(images[self.k])
+
+        def get_depth_frame(self):  # in the device's units: 0.5 mm here, to check the scaling
+            return Frame((depths[self.k].astype(np.uint32) * 2).astype(np.uint16))
+
+    class Pipeline:
+        def start(self, config):
+            intr = types.SimpleNamespace(fx=K.fx, fy=K.fy, ppx=K.cx, ppy=K.cy, width=W, height=H)
+            sensor = types.SimpleNamespace(get_depth_scale=lambda: 0.0005)
+            stream = types.SimpleNamespace(as_video_stream_profile=lambda: types.SimpleNamespace(get_intrinsics=lambda: intr))
+            return types.SimpleNamespace(get_device=lambda: types.SimpleNamespace(first_depth_sensor=lambda: sensor),
+                                         get_stream=lambda s: stream)
+
+        def wait_for_frames(self, timeout_ms):
+            time.sleep(0.03)
+            served.append(len(served) % len(images))
+            return Frames(served[-1])
+
+        def stop(self):
+            pass
+
+    rs = types.SimpleNamespace(pipeline=Pipeline, config=lambda: types.SimpleNamespace(
+        enable_device=lambda s: None, enable_stream=lambda *a: None), stream=types.SimpleNamespace(depth=0, color=1),
+        format=types.SimpleNamespace(z16=0, bgr8=1), align=lambda s: types.SimpleNamespace(process=lambda f: f))
+    monkeypatch.setitem(sys.modules, "pyrealsense2", rs)
+    jsonl = tmp_path / "rs.jsonl"
+    summary = run(MODEL, "realsense", depth="realsense", jsonl=jsonl, max_frames=4, quiet=True)
+    assert summary["frames"] == 4
+    truth = json.loads((rgbd / "truth.json").read_text())
+    errors = []
+    for rec in (json.loads(line) for line in jsonl.read_text().splitlines()):
+        for a in rec["apples"]:
+            if a["center_m"] is not None:  # every frame's apples sit on the spheres of some served frame
+                errors.append(min(np.linalg.norm(np.subtract(a["center_m"], c)) for cs in truth.values() for c in cs))
+    assert len(errors) >= 4 and np.median(errors) < 0.01, errors
