@@ -50,6 +50,13 @@ def _env_int(name: str, default: int | None = None) -> int | None:
         raise PomonaError(f"{name} must be an integer, got {value!r}") from None
 
 
+def onnx_on_cpu_only() -> bool:
+    """Whether ONNX Runtime here has only the CPU to run on (no CUDA or TensorRT provider installed)."""
+    import onnxruntime as ort
+
+    return not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers())
+
+
 class OnnxBackend:
     """ONNX Runtime with the best execution provider present (TensorRT > CUDA > CPU)."""
 

@@ -134,6 +134,7 @@ def bench(model: str | Path, source: str | Path | None = None, frames: int = 100
     """Benchmark ``model`` through :class:`Predictor` + drawing on ``frames`` frames of ``source``."""
     from pomona.edge.draw import draw_instances
     from pomona.edge.predictor import Predictor
+    from pomona.edge.runner import opencv_in_one_thread, steady_heap
 
     if frames < 1:
         raise PomonaError("--frames must be at least 1")
@@ -148,22 +149,23 @@ def bench(model: str | Path, source: str | Path | None = None, frames: int = 100
         predictor(reader.read())
     times = {s: [] for s in STAGES}
     e2e, counts = [], []
-    t_all = time.perf_counter()
-    for _ in range(frames):
-        t0 = time.perf_counter()
-        image = reader.read()
-        t1 = time.perf_counter()
-        inst = predictor(image)
-        t2 = time.perf_counter()
-        draw_instances(image, inst)
-        t3 = time.perf_counter()
-        times["capture"].append((t1 - t0) * 1e3)
-        for k in ("pre", "infer", "post"):
-            times[k].append(predictor.last_timings[k])
-        times["render"].append((t3 - t2) * 1e3)
-        e2e.append((t3 - t0) * 1e3)
-        counts.append(len(inst))
-    total = time.perf_counter() - t_all
+    with steady_heap(), opencv_in_one_thread():  # the settings `pomona run` frames run under
+        t_all = time.perf_counter()
+        for _ in range(frames):
+            t0 = time.perf_counter()
+            image = reader.read()
+            t1 = time.perf_counter()
+            inst = predictor(image)
+            t2 = time.perf_counter()
+            draw_instances(image, inst)
+            t3 = time.perf_counter()
+            times["capture"].append((t1 - t0) * 1e3)
+            for k in ("pre", "infer", "post"):
+                times[k].append(predictor.last_timings[k])
+            times["render"].append((t3 - t2) * 1e3)
+            e2e.append((t3 - t0) * 1e3)
+            counts.append(len(inst))
+        total = time.perf_counter() - t_all
     model_ms = [a + b + c for a, b, c in zip(times["pre"], times["infer"], times["post"])]
     post_share = float(np.sum(times["post"]) / np.sum(model_ms)) if np.sum(model_ms) > 0 else 0.0
     frame_share = float(np.sum(times["post"]) / np.sum(e2e)) if np.sum(e2e) > 0 else 0.0
@@ -185,7 +187,8 @@ def bench(model: str | Path, source: str | Path | None = None, frames: int = 100
         "machine": machine_info(),
     }
     if per_frame:
-        result["per_frame"] = {"apples": counts, "post_ms": times["post"], "model_ms": model_ms}
+        result["per_frame"] = {"apples": counts, "post_ms": times["post"], "model_ms": model_ms,
+                               "render_ms": times["render"]}
     if tmp is not None:
         tmp.cleanup()
     return result

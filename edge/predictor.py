@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 
 from pomona.edge import processing as P
-from pomona.edge.backends import OnnxBackend, TensorRTBackend, UltralyticsBackend, resolve_backend
+from pomona.edge.backends import OnnxBackend, TensorRTBackend, UltralyticsBackend, onnx_on_cpu_only, resolve_backend
 from pomona.errors import PomonaError
 from pomona.instances import Instances
+from pomona.machine import cpu_cores
 from pomona.models import resolve_model
 
 
@@ -33,11 +34,14 @@ class Predictor:
 
     ``backend``: "auto" (by file suffix), "onnxruntime", "tensorrt" or "ultralytics".
     ``imgsz``: inference size; a static model only runs at the size it was exported for.
+    ``frames_at_once``: how many frames the caller will run through :meth:`infer` at the same time (from as
+    many threads). ONNX Runtime on a CPU then gives each frame ``cores / frames_at_once`` threads; elsewhere (a
+    GPU, TensorRT, Ultralytics) frames go one at a time and ``self.frames_at_once`` says 1.
     After each call, ``last_timings`` holds the stage times in ms: pre, infer, post.
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", conf: float = 0.25, iou: float = 0.7,
-                 imgsz: int | None = None, max_det: int = P.MAX_DET):
+                 imgsz: int | None = None, max_det: int = P.MAX_DET, frames_at_once: int = 1):
         # a shipped model's name (or None: the default one) resolves to its .onnx, its .pt for Ultralytics
         path = resolve_model(model, prefer="pt" if backend == "ultralytics" else "onnx")
         if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
@@ -46,8 +50,12 @@ class Predictor:
         self.backend_name = resolve_backend(path, backend)
         if not path.exists():
             raise PomonaError(f"model not found: {path}")
+        self.frames_at_once = 1
         if self.backend_name == "onnxruntime":
-            self._backend = OnnxBackend(path)
+            if frames_at_once > 1 and onnx_on_cpu_only():
+                self.frames_at_once = int(frames_at_once)
+            threads = max(1, cpu_cores() // self.frames_at_once) if self.frames_at_once > 1 else None
+            self._backend = OnnxBackend(path, threads=threads)
         elif self.backend_name == "tensorrt":
             self._backend = TensorRTBackend(path)
         else:

@@ -146,13 +146,18 @@ def box_masks(protos: np.ndarray, coeffs: np.ndarray, boxes_src: np.ndarray, lb:
     A source pixel x maps to letterboxed content ((x + .5) * gain + left) and on to prototype
     coordinates (* mw / in_w - .5): one affine warp per box samples the logit map bilinearly
     (edge-clamped, as F.interpolate), exactly where the mask can be non-zero after the box crop.
+    The logits themselves are only computed in the prototype window under each box (plus the pixel
+    that bilinear sampling reads beyond it), with einsum rather than one big matmul: numpy's BLAS runs a
+    matmul of the whole map on threads of its own that fight ONNX Runtime's for the cores (measured
+    33 ms instead of 0.4 ms for 21 apples on a busy 2-core machine).
     """
     nm, mh, mw = protos.shape
     n = len(coeffs)
     masks = np.zeros((n, lb.src_h, lb.src_w), bool)
     if n == 0:
         return masks
-    logits = (coeffs.astype(np.float32) @ protos.reshape(nm, -1).astype(np.float32)).reshape(n, mh, mw)
+    protos = protos.astype(np.float32, copy=False)
+    coeffs = coeffs.astype(np.float32, copy=False)
     sx, sy = mw / lb.in_w, mh / lb.in_h
     ax, ay = lb.gain_x * sx, lb.gain_y * sy
     bx = (0.5 * lb.gain_x + lb.left) * sx - 0.5
@@ -166,8 +171,14 @@ def box_masks(protos: np.ndarray, coeffs: np.ndarray, boxes_src: np.ndarray, lb:
         x0, y0, x1, y1 = x0s[i], y0s[i], x1s[i], y1s[i]
         if x1 <= x0 or y1 <= y0:
             continue
-        m = np.array([[ax, 0.0, ax * x0 + bx], [0.0, ay, ay * y0 + by]], np.float64)
-        region = cv2.warpAffine(logits[i], m, (int(x1 - x0), int(y1 - y0)),
+        # prototype pixels the warp reads for this box: from floor(first sample) to floor(last sample) + 1
+        px0 = min(max(int(np.floor(ax * x0 + bx)), 0), mw - 1)
+        py0 = min(max(int(np.floor(ay * y0 + by)), 0), mh - 1)
+        px1 = min(max(int(np.floor(ax * (x1 - 1) + bx)) + 2, px0 + 1), mw)
+        py1 = min(max(int(np.floor(ay * (y1 - 1) + by)) + 2, py0 + 1), mh)
+        window = np.einsum("k,khw->hw", coeffs[i], protos[:, py0:py1, px0:px1])
+        m = np.array([[ax, 0.0, ax * x0 + bx - px0], [0.0, ay, ay * y0 + by - py0]], np.float64)
+        region = cv2.warpAffine(window, m, (int(x1 - x0), int(y1 - y0)),
                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
         masks[i, y0:y1, x0:x1] = region > 0
     return masks

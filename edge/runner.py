@@ -20,8 +20,8 @@ import numpy as np
 from pomona.edge.draw import draw_instances
 from pomona.edge.predictor import Predictor
 from pomona.edge.records import frame_record
-from pomona.edge.sink import FrameSink, pipelined
-from pomona.edge.sources import FrameSource
+from pomona.edge.sink import FrameSink, Inference, frames_at_once, pipelined
+from pomona.edge.sources import FrameSource, is_live
 from pomona.errors import PomonaError
 from pomona.instances import Instances
 
@@ -122,6 +122,19 @@ def steady_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
+@contextlib.contextmanager
+def opencv_in_one_thread() -> Iterator[None]:
+    """While frames run, OpenCV calls stay in the thread that makes them: its worker threads only paid off on
+    large images, and each frame's small warps and resizes (a few hundred µs each) ran slower with them
+    while ONNX Runtime's threads wanted the same cores. The stages overlap through pomona's own threads."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 class _FpsMeter:
     def __init__(self, every_s: float = 1.0):
         self.every, self.t_last, self.n_last, self.fps = every_s, time.perf_counter(), 0, 0.0
@@ -194,7 +207,9 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
     depth_in = open_depth(depth, intrinsics, source)  # before the model loads: a wrong path is one line, at once
     if depth_in is not None:
         source_kwargs = {**(source_kwargs or {}), **depth_in.source_kwargs}
-    predictor = Predictor(model, backend=backend, conf=conf, iou=iou, imgsz=imgsz)
+    kw = source_kwargs or {}
+    live = is_live(source, kw.get("live"), kw.get("opener"))
+    predictor = Predictor(model, backend=backend, conf=conf, iou=iou, imgsz=imgsz, frames_at_once=frames_at_once(live))
     tracker = None
     if track:
         from pomona.edge.tracking import AppleTracker
@@ -217,6 +232,7 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
     def finish(item) -> None:  # one frame's last stage, in order (the sink's thread, or inline)
         nonlocal n, apples, size, size_changes
         frame, image, scale, result = item
+        result = Inference.result_of(result)
         if size is not None and image.shape[:2] != size:  # a camera that switched mode mid-stream: said, counted
             size_changes += 1
             print(f"\rpomona: frame size changed from {size[1]}x{size[0]} to {image.shape[1]}x{image.shape[0]} "
@@ -243,13 +259,14 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
         if not quiet and fps.tick(n):
             _progress(n, fps.fps, len(inst), tracker, src)
 
-    sink = FrameSink(finish, threaded=predictor.staged and pipelined())
+    sink = FrameSink(finish, threaded=predictor.staged and pipelined(), depth=predictor.frames_at_once + 1)
+    infer = Inference(predictor)
     t_start = time.perf_counter()
-    with _sigterm_ends_run() as signalled, steady_heap():
+    with _sigterm_ends_run() as signalled, steady_heap(), opencv_in_one_thread():
         try:
             for frame in src:
                 image, scale, staged = frame.prepared if frame.prepared is not None else prepare(frame.image)
-                sink.put((frame, image, scale, predictor.infer(staged) if predictor.staged else predictor(image)))
+                sink.put((frame, image, scale, infer(staged, image)))
                 submitted += 1
                 named_skips = _name_skips(src, named_skips, quiet)
                 if max_frames is not None and submitted >= max_frames:
@@ -261,6 +278,7 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
         finally:
             with contextlib.suppress(Exception):  # already ending with an error: that one is the run's
                 sink.close()
+            infer.close()
             if not quiet and fps.n_last:  # end the live FPS line, so an error or the summary starts a line
                 print("", file=sys.stderr)
             src.close()

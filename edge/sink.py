@@ -16,7 +16,10 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
+
+from pomona.machine import cpu_cores
 
 _END = object()
 # Whether the last stage gets its own thread, chosen by measurement (benchmarks/latency/results.md);
@@ -27,6 +30,46 @@ PIPELINE = True
 def pipelined() -> bool:
     value = os.environ.get("POMONA_PIPELINE", "").strip()
     return PIPELINE if value == "" else value not in ("0", "false", "no")
+
+
+def frames_at_once(live: bool) -> int:
+    """How many frames to infer at the same time (each from its own thread, on its share of the cores).
+
+    Files and videos: one per core. A frame's ONNX Runtime threads wait for each other at every layer; frames
+    side by side never wait, so the cores stay busy (measured: benchmarks/latency/results.md). Live sources:
+    one frame at a time on every core, because there the newest frame's latency counts, not throughput.
+    POMONA_FRAMES_AT_ONCE overrides it. The Predictor keeps it at 1 where frames cannot share the device
+    (a GPU, TensorRT, Ultralytics).
+    """
+    value = os.environ.get("POMONA_FRAMES_AT_ONCE", "").strip()
+    if value:
+        return max(1, int(value))
+    return 1 if live else cpu_cores()
+
+
+class Inference:
+    """``infer(staged, image)``: the model on one frame, inline, or (``predictor.frames_at_once`` > 1) on a
+    pool of threads, returning a future that :meth:`result_of` resolves in the sink, in put order."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        k = predictor.frames_at_once if predictor.staged else 1
+        self.pool = ThreadPoolExecutor(k, thread_name_prefix="pomona-infer") if k > 1 else None
+
+    def __call__(self, staged, image):
+        if not self.predictor.staged:  # Ultralytics: whole frames, one at a time
+            return self.predictor(image)
+        if self.pool is None:
+            return self.predictor.infer(staged)
+        return self.pool.submit(self.predictor.infer, staged)
+
+    @staticmethod
+    def result_of(result):
+        return result.result() if isinstance(result, Future) else result
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class FrameSink:

@@ -84,6 +84,16 @@ def classify(spec: str) -> str:
     return "video"
 
 
+LIVE_KINDS = ("camera", "stream", "gstreamer")
+
+
+def is_live(spec: str, live: bool | None = None, opener: Callable[[], object] | None = None) -> bool:
+    """Whether ``spec`` is a live source (newest frame only), as FrameSource will decide it."""
+    if live is not None:
+        return bool(live)
+    return opener is None and classify(spec) in LIVE_KINDS
+
+
 def open_capture(spec: str, kind: str):
     """An opened cv2.VideoCapture for a live or video source, or PomonaError."""
     s = str(spec).strip()
@@ -131,7 +141,7 @@ class FrameSource:
         # taken, so the frames dropped as stale cost nothing
         self._prepare = prepare
         self.kind = "custom" if opener is not None else classify(self.spec)
-        self.live = live if live is not None else self.kind in ("camera", "stream", "gstreamer")
+        self.live = is_live(self.spec, live, opener)
         self.retries, self.retry_delay, self.frame_timeout = retries, retry_delay, frame_timeout
         self.dropped = 0
         self.reconnects = 0

@@ -32,13 +32,32 @@ def test_pipelined_run_writes_what_one_thread_writes(model_files, frames_dir, tm
     from pomona.edge.runner import run
 
     out = {}
-    for mode in ("0", "1"):
-        monkeypatch.setenv("POMONA_PIPELINE", mode)
-        summary = run(model_files[kind], str(frames_dir), conf=0.01, jsonl=tmp_path / f"{mode}.jsonl", track=True,
+    for mode in ("0 1", "1 1", "1 3"):  # one thread; post-processing in the sink's thread; and 3 frames at once
+        pipeline, at_once = mode.split()
+        monkeypatch.setenv("POMONA_PIPELINE", pipeline)
+        monkeypatch.setenv("POMONA_FRAMES_AT_ONCE", at_once)
+        summary = run(model_files[kind], str(frames_dir), conf=0.01, jsonl=tmp_path / "r.jsonl", track=True,
                       quiet=True)
-        out[mode] = (summary["frames"], summary["apples"], _records(tmp_path / f"{mode}.jsonl"))
-    assert out["0"][0] == 4 and out["0"][1] > 0
-    assert out["0"] == out["1"]
+        out[mode] = (summary["frames"], summary["apples"], _records(tmp_path / "r.jsonl"))
+    assert out["0 1"][0] == 4 and out["0 1"][1] > 0
+    assert out["0 1"] == out["1 1"] == out["1 3"]
+
+
+def test_frames_at_once_share_the_cores_on_a_cpu(model_files, monkeypatch):
+    from pomona.edge.backends import onnx_on_cpu_only
+    from pomona.edge.predictor import Predictor
+    from pomona.edge.sink import frames_at_once
+    from pomona.machine import cpu_cores
+
+    monkeypatch.delenv("POMONA_FRAMES_AT_ONCE", raising=False)
+    assert frames_at_once(live=True) == 1  # a live camera: the newest frame, on every core
+    assert frames_at_once(live=False) == cpu_cores()
+    p = Predictor(model_files["onnx"], frames_at_once=2)
+    if onnx_on_cpu_only():
+        assert p.frames_at_once == 2 and p._backend.threads == max(1, cpu_cores() // 2)
+        assert Predictor(model_files["onnx"])._backend.threads == cpu_cores()
+    else:  # a GPU build of ONNX Runtime: frames go one at a time
+        assert p.frames_at_once == 1
 
 
 def test_sink_keeps_order_and_finishes_what_was_put():
