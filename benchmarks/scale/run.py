@@ -27,7 +27,7 @@ CITED = {
                                                           "2-core CPU, 416 px"),
 }
 PROJECTED_IMAGES = 100_000
-ROUNDS = 2
+ROUNDS = 3
 GPUS = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
@@ -157,8 +157,8 @@ def write_results(args, best: dict, ray_runs: dict, over: dict, rows: list[dict]
         "",
         f"A shard holds up to 32 images (`pipeline/cluster/render.py`, `default_shard`), so at "
         f"{single_s:.2f} s/image the per-shard overhead is {over['shard']['throughput_ms'] / 1000 / (32 * single_s):.2%} "
-        f"of a full shard's work (at an idle machine's 0.14 s/image, README: 14.4 images/s on 2 cores, "
-        f"{over['shard']['throughput_ms'] / 1000 / (32 * 0.14):.2%}). Each image also pays its publishing (a copy from the worker's scratch folder and "
+        f"of a full shard's work (on an idle machine, 0.28 s/image per core from the README's 14.4 images/s on 2 "
+        f"cores: {over['shard']['throughput_ms'] / 1000 / (32 * 0.28):.2%}). Each image also pays its publishing (a copy from the worker's scratch folder and "
         f"a small record file); that is inside the images/s above.",
         "",
         f"## PROJECTION (not measured): hours for {PROJECTED_IMAGES:,} images on N workers",
@@ -196,10 +196,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=48, help="images per measured run")
     parser.add_argument("--size", type=int, default=640)
+    parser.add_argument("--from-json", action="store_true", help="rewrite results.md and the png from results.json")
     args = parser.parse_args()
     import ray
 
     args.ray_version = ray.__version__
+    if args.from_json:
+        saved = json.loads((HERE / "results.json").read_text())
+        args.n, args.size = saved["n"], saved["size"]
+        best = {(k.split("-")[0], int(k.split("-")[1])): v for k, v in saved["best_images_per_s"].items()}
+        ray_runs = {int(w): {"start_s": v} for w, v in saved["ray_start_s"].items()}
+        over = saved["overhead_ms"]
+        rows = projection(1 / best[("pool", 1)], over["shard"]["throughput_ms"] / 1000, 32)
+        plot(rows, HERE / "projection.png")
+        print(write_results(args, best, ray_runs, over, rows, tuple(saved["load_average"])))
+        return
     load = os.getloadavg()
     size = (args.size, args.size)
     work = Path(tempfile.mkdtemp(prefix="pomona-scale-"))
