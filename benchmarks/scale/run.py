@@ -22,9 +22,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # Per-image costs that are not measured by this script. Each says where it comes from.
 CITED = {
-    "yolo-sam labelling (YOLO11 + SAM, the paper's GPU)": (13.0, "cited: Sapkota et al. (arXiv 2411.11285), 13 s/image"),
-    "model labelling (YOLO11n-seg teacher, per CPU worker)": (0.122, "measured in this repo: benchmarks/labels/results.md, "
-                                                          "2-core CPU, 416 px"),
+    "yolo-sam labelling (YOLO11 + SAM, the paper's GPU)":
+        (13.0, "cited: Sapkota et al. (arXiv 2411.11285), 13 s/image"),
+    "model labelling (YOLO11n-seg teacher, per CPU worker)":
+        (0.122, "measured in this repo: benchmarks/labels/results.md, 2-core CPU, 416 px"),
 }
 PROJECTED_IMAGES = 100_000
 ROUNDS = 3
@@ -81,7 +82,8 @@ def overheads(ray, work: Path, calls: int = 200) -> dict:
             lat.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         ray.get([call() for _ in range(calls)])
-        result[name] = {"latency_ms": 1000 * statistics.median(lat), "throughput_ms": 1000 * (time.perf_counter() - t0) / calls}
+        result[name] = {"latency_ms": 1000 * statistics.median(lat),
+                        "throughput_ms": 1000 * (time.perf_counter() - t0) / calls}
     return result
 
 
@@ -105,7 +107,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for row in rows:
-        ax.plot(GPUS, [row["hours"][n] for n in GPUS], marker="o", label=f"{row['what']} ({row['s_per_image']:.3g} s/img)")
+        label = f"{row['what']} ({row['s_per_image']:.3g} s/img)"
+        ax.plot(GPUS, [row["hours"][n] for n in GPUS], marker="o", label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("workers (GPUs; CPU workers for rendering)")
@@ -128,7 +131,8 @@ def write_results(args, best: dict, ray_runs: dict, over: dict, rows: list[dict]
         f"{load[2]:.1f} at the start), and this script ran under `nice -n 10`: absolute numbers are low and noisy, "
         f"the ratios between rows are what to read.",
         "",
-        f"## Measured: procedural rendering, {args.n} images at {args.size}x{args.size} (best of {ROUNDS} alternating runs)",
+        f"## Measured: procedural rendering, {args.n} images at {args.size}x{args.size} "
+        f"(best of {ROUNDS} alternating runs)",
         "",
         "| how | workers | images/s | s/image | note |",
         "|---|---|---|---|---|",
@@ -158,7 +162,8 @@ def write_results(args, best: dict, ray_runs: dict, over: dict, rows: list[dict]
         f"A shard holds up to 32 images (`pipeline/cluster/render.py`, `default_shard`), so at "
         f"{single_s:.2f} s/image the per-shard overhead is {over['shard']['throughput_ms'] / 1000 / (32 * single_s):.2%} "
         f"of a full shard's work (on an idle machine, 0.28 s/image per core from the README's 14.4 images/s on 2 "
-        f"cores: {over['shard']['throughput_ms'] / 1000 / (32 * 0.28):.2%}). Each image also pays its publishing (a copy from the worker's scratch folder and "
+        f"cores: {over['shard']['throughput_ms'] / 1000 / (32 * 0.28):.2%}). Each image also pays its publishing "
+        f"(a copy from the worker's scratch folder and "
         f"a small record file); that is inside the images/s above.",
         "",
         f"## PROJECTION (not measured): hours for {PROJECTED_IMAGES:,} images on N workers",

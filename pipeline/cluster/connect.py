@@ -80,7 +80,9 @@ def _init(ray, target: str, address: str) -> None:
                               f"put the cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN)") from None
         if "grpc" in text.lower() and target.startswith("ray://"):
             raise PomonaError("ray:// addresses need Ray's client: pip install 'pomona[cluster]'") from None
-        raise PomonaError(f"could not connect to the Ray cluster at {address}: {first_line(e)}") from None
+        # Ray's client puts the server's reason on the lines after its headline: keep it, on one line
+        reason = " ".join(line.strip() for line in text.splitlines() if line.strip())[:400] or type(e).__name__
+        raise PomonaError(f"could not connect to the Ray cluster at {address}: {reason}") from None
 
 
 def _start_or_join(ray, target: str, quiet: dict) -> None:
@@ -88,7 +90,15 @@ def _start_or_join(ray, target: str, quiet: dict) -> None:
         # address="local" always starts a new runtime: a bare ray.init() would join any cluster that
         # `ray start` left running on this machine
         ray.init(address="local", include_dashboard=False, **quiet)
-    else:
+        return
+    try:
+        ray.init(address=target, **quiet)
+    except ConnectionAbortedError as e:
+        # ray://: the head's client server starts a process per client that joins the cluster on our behalf; on
+        # a busy head that join can fail once (seen in tests under load). One more try, then the error stands.
+        if "Initialization failure from server" not in str(e):
+            raise
+        ray.shutdown()
         ray.init(address=target, **quiet)
 
 

@@ -43,9 +43,10 @@ class ClusterAnnotateReport:
 
     def __str__(self) -> str:
         rate = self.labelled / self.run.seconds if self.run.seconds else 0.0
-        head = (f"annotated {self.images} images of {self.dataset} with '{self.labeler}' on Ray ({self.run.nodes} node(s), "
-                f"{self.run.cpus:g} CPUs, {self.run.gpus:g} GPUs): {self.instances} apples; labelled {self.labelled} in "
-                f"{self.run.seconds:.1f} s ({rate:.2f} images/s), {self.done_before} were already done")
+        head = (f"annotated {self.images} images of {self.dataset} with '{self.labeler}' on Ray "
+                f"({self.run.nodes} node(s), {self.run.cpus:g} CPUs, {self.run.gpus:g} GPUs): {self.instances} apples; "
+                f"labelled {self.labelled} in {self.run.seconds:.1f} s ({rate:.2f} images/s, model loading included), "
+                f"{self.done_before} were already done")
         lines = [head, *self.run.lines()]
         if self.dropped_low_score:
             lines.append(f"dropped {self.dropped_low_score} labels under --min-score")

@@ -49,7 +49,7 @@ class ClusterRun:
 
     def lines(self) -> list[str]:
         shards = Counter(r.node for r in self.results)
-        return [f"  node {node}: {count} images in {shards[node]} shards" for node, count in self.per_node().items()]
+        return [f"  node {node}: {count} images in {shards[node]} shard(s)" for node, count in self.per_node().items()]
 
 
 def _task_error(error: Exception, what: str) -> PomonaError:
