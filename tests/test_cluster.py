@@ -106,6 +106,24 @@ def test_half_finished_job_renders_only_what_is_missing(local_ray, tmp_path, ref
     assert _dataset_files(out) == reference(8)
 
 
+def test_render_options_reach_the_ray_jobs(local_ray, tmp_path):
+    """--depth goes through render_jobs like any render option: the Ray run writes the same depth files."""
+    from pomona.pipeline.procedural.depth_noise import depth_noise
+
+    prompts = load_prompts(None)
+    generate_procedural(tmp_path / "one", 3, SIZE, seed=7, prompts=prompts, workers=1, depth_noise=depth_noise(None))
+    render.generate_procedural_ray(tmp_path / "ray", 3, SIZE, 7, prompts, frozenset(), "local",
+                                   depth_noise=depth_noise(None))
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and STAGING not in p.parts and p.name != "manifest.jsonl"}
+
+    one, on_ray = files(tmp_path / "one"), files(tmp_path / "ray")
+    assert any(name.startswith("depth/") for name in one) and one == on_ray
+    assert _dataset_files(tmp_path / "one")["manifest"] == _dataset_files(tmp_path / "ray")["manifest"]
+
+
 def test_output_the_workers_cannot_write_is_one_error_and_leaves_nothing(local_ray, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
