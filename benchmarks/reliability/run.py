@@ -818,9 +818,13 @@ Measured, not changed:
 
 - **In-stream resolution change**: OpenCV's FFmpeg reader keeps delivering the size it opened with: frames
   of the new mode are scaled to it, aspect not kept, and `CAP_PROP_FRAME_WIDTH` keeps the old value, so
-  pomona cannot see the change. Nothing is lost and the run goes on; the new size arrives with the next
-  reconnect (a camera that restarts its stream in the new mode is picked up at once). JSONL `size` is
-  always the size of the frame the model saw, so coordinates stay consistent with it.
+  over RTSP pomona cannot see the change. Nothing is lost and the run goes on; the new size arrives with the
+  next reconnect (a camera that restarts its stream in the new mode is picked up at once). JSONL `size` is
+  always the size of the frame the model saw, so coordinates stay consistent with it. Where a source does
+  deliver frames of a new size within one stream (a GStreamer pipeline, a camera SDK, a custom opener), the
+  runtime takes them as they come: each frame is letterboxed at its own size, the change is said once on
+  stderr and counted (`size_changes` in the summary), and the annotated video keeps its first size with the
+  later frames fitted in, aspect kept (`test_resolution_change_within_one_stream` in tests/test_throughput.py).
 - **Late frames**: during a stall the last frames before it come out of FFmpeg's decoder only when a read
   times out (5 and 10 s later) and get the time they arrive as their timestamp; after each (re)connect the
   frames FFmpeg buffered while probing the stream (about 2 s) come out in a burst, most of them dropped as
@@ -854,6 +858,7 @@ def write_report(results: dict, out: Path) -> None:
                   f"The full 20,000-frame soak: `python benchmarks/reliability/run.py --frames 20000 --no-faults` "
                   f"once the default model is installed, or with this run's model "
                   f"`{results['full_soak_command']}`.", "",
+                  *([_setup_line(results["soak_setup"]), ""] if results.get("soak_setup") else []),
                   "| measure | value | target |", "|---|---|---|",
                   f"| frames | {s['frames']} | {s['frames_target']} |",
                   f"| duration | {s['seconds'] / 60:.1f} min | |",
@@ -879,10 +884,32 @@ def write_report(results: dict, out: Path) -> None:
                   "live source dropped as stale are counted apart (results.json). *Reconnect time*: from the camera "
                   "being back (restarted or resumed) to the first new frame. Target: nothing lost except frames "
                   "during an outage.", "",
+                  *([_setup_line(results["faults_setup"]), ""] if results.get("faults_setup") else []),
                   "| fault | what was tried | frames lost | reconnect time | outcome |", "|---|---|---|---|---|"]
         lines += [fault_row(r) for r in results["faults"]]
         lines += ["", FINDINGS]
     (out / "results.md").write_text("\n".join(lines).rstrip() + "\n")
+
+
+def merge_previous(results: dict, path: Path) -> dict:
+    """``results`` plus the soak or the faults of an earlier run (``path``) that this run did not do; the part
+    taken over keeps its own model, command and machine (``soak_setup`` / ``faults_setup``)."""
+    if not path.exists():
+        return results
+    old = json.loads(path.read_text())
+    setup = lambda r: {k: r.get(k) for k in ("model", "command", "machine", "note")}  # noqa: E731
+    for part in ("soak", "faults"):
+        if part not in results and part in old:
+            results[part] = old[part]
+            results[f"{part}_setup"] = old.get(f"{part}_setup") or setup(old)
+    return results
+
+
+def _setup_line(setup: dict) -> str:
+    m = setup["machine"]
+    return (f"Setup of this part: {m['cpus']} CPUs (load average {m['load_avg_at_start'][0]:.1f} at the start), "
+            f"OpenCV {m['opencv']}; model: {setup['model']}. Command: "
+            f"`{re.sub(r' --note .*', ' --note ...', setup['command'])}`." + (f" {setup['note']}" if setup.get('note') else ""))
 
 
 def _without_note(argv: list[str]) -> list[str]:
@@ -944,6 +971,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE, help="where results.json, results.md and soak.png go")
     p.add_argument("--workdir", type=Path, default=None, help="scratch (logs, JSONL); default: a temp folder")
     p.add_argument("--note", default="", help="a line for the top of results.md")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the part this run skips (the faults with --no-faults, the soak with --no-soak) from "
+                        "the results.json already in --out, with its own setup line")
     p.add_argument("--from-json", type=Path, default=None,
                    help="only rewrite results.md (and soak.png) in --out from this results.json")
     a = p.parse_args(argv)
@@ -994,6 +1024,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: {a.frames} frames ...", file=sys.stderr, flush=True)
         results["soak"] = soak(model, a.frames, work / "soak", fps=a.soak_fps)
         plot_soak(results["soak"], a.out / "soak.png")
+    if a.merge:
+        results = merge_previous(results, a.out / "results.json")
     write_report(results, a.out)
     print(f"wrote {a.out / 'results.md'}", file=sys.stderr)
     ok = all(r["ok"] for r in results.get("faults", [])) and (results.get("soak") or {"ok": True})["ok"]

@@ -1,0 +1,281 @@
+"""Whole-command throughput: `pomona run` vs Ultralytics predict, as a user runs them (issue 17's method).
+
+    python benchmarks/latency/e2e.py [--model pomona-apple-n] [--reps 5] [--sources folder,video]
+
+Setup: 60 frames rendered by `pomona generate DIR --n 60 --seed S` (640x640), the same frames as an .mp4
+(OpenCV, mp4v), the model at 320 px (the shipped .pt, and an ONNX export of it at 320 when the shipped
+.onnx is fixed at another size), --conf 0.05. Each command is timed as a whole process on 60 frames and on
+1 frame; time per frame = (t60 - t1) / 59, so start-up (imports, model load) cancels out:
+
+    pomona run MODEL.onnx --source SRC --imgsz 320 --conf 0.05 --jsonl x.jsonl
+    python -c "for r in YOLO(M).predict(SRC, imgsz=320, conf=0.05, stream=True): pass"   (M = .onnx, .pt)
+
+plus pomona with its measured choices switched one at a time: one frame at a time on both cores instead of
+one frame per core (POMONA_FRAMES_AT_ONCE=1), the same with ONNX Runtime's threads spinning, and
+post-processing inline instead of in its own thread (POMONA_PIPELINE=0). Commands run round-robin (A B C A B C ...) so load from
+other jobs hits all of them alike; medians of --reps repetitions; ratios are paired within a repetition.
+Then the stage percentiles of the default pomona configuration (edge.bench: model = pre + infer + post,
+render = drawing) over --tail-frames frames, for tail latency.
+
+Writes e2e.json and e2e.png here and rewrites results.md (run.py's tables from results.json, then this section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+_SCRIPT = Path(PY).parent / "pomona"  # the console script a user types; the module where it is not installed
+POMONA = [str(_SCRIPT)] if _SCRIPT.exists() else [PY, "-m", "pomona.cli"]
+
+VARIANTS = {  # label -> environment for `pomona run` (the default is what the runtime ships with)
+    "pomona run": {},
+    "pomona run, 1 frame at a time (POMONA_FRAMES_AT_ONCE=1)": {"POMONA_FRAMES_AT_ONCE": "1"},
+    "pomona run, 1 frame at a time, ORT spinning (+ POMONA_ORT_SPINNING=1)": {"POMONA_FRAMES_AT_ONCE": "1",
+                                                                              "POMONA_ORT_SPINNING": "1"},
+    "pomona run, post-processing inline (POMONA_PIPELINE=0)": {"POMONA_PIPELINE": "0"},
+}
+BASELINES = ("Ultralytics predict .onnx", "Ultralytics predict .pt")
+
+
+def setup(work: Path, model: str, imgsz: int, n: int, seed: int) -> dict:
+    """Frames (folder + mp4, n and 1), the .pt and an ONNX at ``imgsz``; reuses what ``work`` holds."""
+    import cv2
+
+    from pomona.models import resolve_model
+
+    work.mkdir(parents=True, exist_ok=True)
+    gen = work / "frames"
+    if not (gen / "images").is_dir() or len(list((gen / "images").glob("*.jpg"))) != n:
+        shutil.rmtree(gen, ignore_errors=True)
+        subprocess.run([*POMONA, "generate", str(gen), "--n", str(n), "--seed", str(seed)], check=True,
+                       stdout=subprocess.DEVNULL)
+    images = sorted((gen / "images").glob("*.jpg"))
+    one = work / "one"
+    one.mkdir(exist_ok=True)
+    shutil.copyfile(images[0], one / images[0].name)
+    videos = {}
+    for name, paths in (("many", images), ("one", images[:1])):
+        path = work / f"{name}.mp4"
+        if not path.exists():
+            h, w = cv2.imread(str(paths[0])).shape[:2]
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15, (w, h))
+            for p in paths:
+                writer.write(cv2.imread(str(p)))
+            writer.release()
+        videos[name] = path
+    pt = resolve_model(model, prefer="pt")
+    onnx = resolve_model(model, prefer="onnx")
+    onnx_note = f"{onnx.name} (shipped)"
+    import onnxruntime as ort
+
+    shape = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+    if shape[2:] != [imgsz, imgsz]:  # a fixed input of another size: export the .pt at imgsz
+        onnx = work / f"{pt.stem}-{imgsz}.onnx"
+        if not onnx.exists():
+            subprocess.run([*POMONA, "export", str(pt), "--imgsz", str(imgsz), "--out", str(onnx)], check=True,
+                           stdout=subprocess.DEVNULL)
+        onnx_note = (f"{onnx.name}: `pomona export {pt.name} --imgsz {imgsz}` (the shipped .onnx is fixed at "
+                     f"{shape[3]}x{shape[2]})")
+    return {"folder": (str(gen / "images"), str(one)), "video": (str(videos["many"]), str(videos["one"])),
+            "pt": str(pt), "onnx": str(onnx), "onnx_note": onnx_note, "frames": len(images),
+            "frame_size": f"{cv2.imread(str(images[0])).shape[1]}x{cv2.imread(str(images[0])).shape[0]}"}
+
+
+def commands(s: dict, src: str, imgsz: int, conf: float, jsonl: Path) -> dict[str, tuple[list[str], dict]]:
+    ul = ("from ultralytics import YOLO\nfor r in YOLO({m!r}).predict({src!r}, imgsz={imgsz}, conf={conf}, "
+          "stream=True): pass")
+    out = {label: ([*POMONA, "run", s["onnx"], "--source", src, "--imgsz", str(imgsz), "--conf", str(conf),
+                    "--jsonl", str(jsonl)], env) for label, env in VARIANTS.items()}
+    out["Ultralytics predict .onnx"] = ([PY, "-c", ul.format(m=s["onnx"], src=src, imgsz=imgsz, conf=conf)], {})
+    out["Ultralytics predict .pt"] = ([PY, "-c", ul.format(m=s["pt"], src=src, imgsz=imgsz, conf=conf)], {})
+    return out
+
+
+def wall(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env})
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.decode()[-2000:]}")
+    return seconds
+
+
+def measure(s: dict, source: str, labels: list[str], reps: int, imgsz: int, conf: float, work: Path) -> dict:
+    """ms per frame of each command, round-robin over ``reps`` repetitions."""
+    many, one = s[source]
+    jsonl = work / "x.jsonl"
+    cmd_many, cmd_one = commands(s, many, imgsz, conf, jsonl), commands(s, one, imgsz, conf, jsonl)
+    per = {label: [] for label in labels}
+    raw = {label: [] for label in labels}
+    for rep in range(reps):
+        for label in labels:
+            t_many = wall(*cmd_many[label])
+            t_one = wall(*cmd_one[label])
+            per[label].append((t_many - t_one) / (s["frames"] - 1) * 1e3)
+            raw[label].append([round(t_many, 3), round(t_one, 3)])
+            print(f"{source} rep {rep + 1}/{reps} {label}: {per[label][-1]:.1f} ms/frame", file=sys.stderr, flush=True)
+    ours = per["pomona run"]
+    ratios = {b: [u / o for u, o in zip(per[b], ours)] for b in BASELINES if b in per}
+    return {"ms_per_frame": {k: [round(v, 2) for v in vals] for k, vals in per.items()},
+            "median_ms": {k: round(statistics.median(v), 2) for k, v in per.items()},
+            "seconds_60_1": raw,
+            "ratio_vs_pomona": {b: {"median": round(statistics.median(r), 3), "min": round(min(r), 3),
+                                    "max": round(max(r), 3)} for b, r in ratios.items()}}
+
+
+def tail(s: dict, frames: int, conf: float, imgsz: int) -> dict:
+    """Stage percentiles of the default runtime configuration, in a child (edge.bench: no capture thread)."""
+    code = ("import json,sys; from pomona.edge.bench import bench; "
+            f"r = bench({s['onnx']!r}, {s['folder'][0]!r}, frames={frames}, conf={conf}, imgsz={imgsz}, per_frame=True); "
+            "print(json.dumps(r))")
+    proc = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True)
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    import numpy as np
+
+    pf = r["per_frame"]
+    model = np.asarray(pf["model_ms"])
+    render = np.asarray(pf["render_ms"])
+    pct = lambda a: {"p50": round(float(np.percentile(a, 50)), 2), "p99": round(float(np.percentile(a, 99)), 2),
+                     "max": round(float(a.max()), 2)}
+    return {"frames": frames, "apples_mean": round(r["apples_mean"], 1), "apples_max": r["apples_max"],
+            "model_plus_post_ms": pct(model), "render_ms": pct(render),
+            "stages_ms": r["stages_ms"], "peak_rss_mb": round(r["peak_rss_mb"], 1)}
+
+
+def plot(e: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sources = [src for src in ("folder", "video") if src in e["sources"]]
+    fig, axes = plt.subplots(1, len(sources), figsize=(6.5 * len(sources), 4.2), squeeze=False)
+    for ax, src in zip(axes[0], sources):
+        res = e["sources"][src]
+        labels = list(res["median_ms"])
+        y = range(len(labels))
+        colours = ["tab:green" if lab.startswith("pomona") else "tab:gray" for lab in labels]
+        ax.barh(list(y), [res["median_ms"][lab] for lab in labels], color=colours, alpha=0.8)
+        for i, lab in enumerate(labels):
+            ax.plot(res["ms_per_frame"][lab], [i] * len(res["ms_per_frame"][lab]), "k.", ms=4)
+        ax.set_yticks(list(y), [lab.replace(" (", "\n(") for lab in labels], fontsize=7)
+        ax.invert_yaxis()
+        ratio = res["ratio_vs_pomona"]
+        ax.set_title(f"{src}: pomona {ratio['Ultralytics predict .onnx']['median']:.2f}x Ultralytics .onnx, "
+                     f"{ratio['Ultralytics predict .pt']['median']:.2f}x .pt", fontsize=9)
+        ax.set_xlabel("ms per frame, whole command ((t60 - t1) / 59); dots: repetitions")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def markdown(e: dict) -> str:
+    m = e["machine"]
+    lines = ["## End to end: the whole command, as a user runs it", "",
+             f"{m['cpu']}, {m['cores']} cores, onnxruntime {m.get('onnxruntime')}, OpenCV {m['opencv']}. "
+             f"{e['frames']} frames of {e['frame_size']} rendered by `pomona generate DIR --n {e['frames']} --seed "
+             f"{e['seed']}` (folder, and the same frames as an mp4), imgsz {e['imgsz']}, conf {e['conf']}. "
+             f"Models: {e['onnx_note']}; `{Path(e['pt']).name}` for Ultralytics' .pt. Time per frame = (wall time of the "
+             f"whole command on {e['frames']} frames - on 1 frame) / {e['frames'] - 1}; commands round-robin, "
+             f"median of {e['reps']} repetitions; ratios paired within a repetition (median, min-max). "
+             f"Command: `{e['command']}`.", "",
+             f"Load average before / after: {' '.join(f'{v:.1f}' for v in e['load_before'])} / "
+             f"{' '.join(f'{v:.1f}' for v in e['load_after'])}. {e.get('note', '')}".rstrip(), "",
+             "| command | " + " | ".join(f"{src} ms/frame" for src in e["sources"]) + " |",
+             "|---|" + "---|" * len(e["sources"])]
+    labels = list(next(iter(e["sources"].values()))["median_ms"])
+    for label in labels:
+        cells = []
+        for src, res in e["sources"].items():
+            v = res["median_ms"].get(label)
+            cells.append("-" if v is None else f"{v:.1f} ({min(res['ms_per_frame'][label]):.1f}-"
+                                               f"{max(res['ms_per_frame'][label]):.1f})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "pomona run (default) vs Ultralytics, same frames, same run (target: >= 1.4x on the .onnx, "
+              ">= 2.5x on the .pt):", ""]
+    for src, res in e["sources"].items():
+        for b, r in res["ratio_vs_pomona"].items():
+            target = 1.4 if b.endswith(".onnx") else 2.5
+            ok = "met" if r["median"] >= target else "**missed**"
+            lines.append(f"- {src}, vs {b}: **{r['median']:.2f}x** ({r['min']:.2f}-{r['max']:.2f}); target "
+                         f"{target}x: {ok}")
+    t = e.get("tail")
+    if t:
+        mp, rd = t["model_plus_post_ms"], t["render_ms"]
+        lines += ["", f"Tail latency of the default runtime (edge.bench on the same frames, {t['frames']} frames, "
+                  f"{t['apples_mean']} apples per frame on average, up to {t['apples_max']}; synchronous, no capture "
+                  "thread):", "", "| stage | p50 ms | p99 ms | max ms | p99 / p50 |", "|---|---|---|---|---|",
+                  f"| model + post-processing | {mp['p50']:.2f} | {mp['p99']:.2f} | {mp['max']:.2f} | "
+                  f"{mp['p99'] / mp['p50']:.2f} (target <= 2) |",
+                  f"| drawing | {rd['p50']:.2f} | {rd['p99']:.2f} | {rd['max']:.2f} | {rd['p99'] / rd['p50']:.2f} |"]
+    lines += ["", "![whole-command time per frame](e2e.png)", ""]
+    return "\n".join(lines)
+
+
+def write_results_md(e: dict) -> None:
+    """results.md = run.py's tables (from results.json) + this section."""
+    sys.path.insert(0, str(HERE))
+    import run as latency_run
+
+    base = latency_run.markdown(json.loads((HERE / "results.json").read_text())) if (HERE / "results.json").exists() else ""
+    marker = "\n## End to end: the whole command"
+    base = base.split(marker)[0].rstrip() + "\n\n"
+    (HERE / "results.md").write_text(base + markdown(e))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="pomona-apple-n", help="a shipped model's name or a .pt (an .onnx beside it)")
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--conf", type=float, default=0.05)
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--seed", type=int, default=4242)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--sources", default="folder,video")
+    p.add_argument("--variants", default="folder", help="sources on which pomona's alternatives run too")
+    p.add_argument("--tail-frames", type=int, default=300, help="0: skip the tail-latency run")
+    p.add_argument("--work", type=Path, default=None)
+    p.add_argument("--merge", action="store_true", help="keep sources already in e2e.json that this run skips")
+    p.add_argument("--note", default="")
+    p.add_argument("--from-json", action="store_true", help="only rewrite results.md and e2e.png from e2e.json")
+    a = p.parse_args()
+    out_json = HERE / "e2e.json"
+    if a.from_json:
+        e = json.loads(out_json.read_text())
+        plot(e, HERE / "e2e.png")
+        write_results_md(e)
+        return
+    from pomona.edge.bench import machine_info
+
+    work = a.work or Path(tempfile.mkdtemp(prefix="pomona-e2e-"))
+    s = setup(work, a.model, a.imgsz, a.frames, a.seed)
+    e = json.loads(out_json.read_text()) if a.merge and out_json.exists() else {"sources": {}}
+    e.update({"command": "python benchmarks/latency/e2e.py " + " ".join(sys.argv[1:]), "machine": machine_info(),
+              "imgsz": a.imgsz, "conf": a.conf, "frames": s["frames"], "frame_size": s["frame_size"], "seed": a.seed,
+              "reps": a.reps, "onnx_note": s["onnx_note"], "pt": s["pt"], "note": a.note,
+              "load_before": list(os.getloadavg())})
+    for src in a.sources.split(","):
+        labels = (list(VARIANTS) if src in a.variants.split(",") else ["pomona run"]) + list(BASELINES)
+        e["sources"][src] = measure(s, src, labels, a.reps, a.imgsz, a.conf, work)
+    if a.tail_frames:
+        e["tail"] = tail(s, a.tail_frames, a.conf, a.imgsz)
+    e["load_after"] = list(os.getloadavg())
+    out_json.write_text(json.dumps(e, indent=2) + "\n")
+    plot(e, HERE / "e2e.png")
+    write_results_md(e)
+    print(markdown(e))
+
+
+if __name__ == "__main__":
+    main()
