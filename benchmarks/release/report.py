@@ -1,0 +1,80 @@
+"""Every release run's chunks and gate verdicts in one table and one picture.
+
+`python benchmarks/release/report.py [RUNS_DIR]` reads each `runs/release/*/state.json` and `verdict.json`
+(written by `pomona recipe release`) and writes `results.md` and `release.png` next to this file. The real
+dev photos are only ever evaluated on: each row's real score is what the gate compared, measured in that run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_runs(runs: Path) -> list[dict]:
+    rows = []
+    for state_file in sorted(runs.glob("*/state.json"), key=lambda p: p.stat().st_mtime):
+        state = json.loads(state_file.read_text())
+        verdict_file = state_file.with_name("verdict.json")
+        verdict = json.loads(verdict_file.read_text()) if verdict_file.exists() else {}
+        base = state.get("base_real", {}).get("mask", {}).get("map50")
+        for chunk in state.get("chunks", []):
+            rows.append(dict(run=state_file.parent.name, base=f"v{state['base']['version']}", base_real=base,
+                             verdict=verdict, **chunk))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| run | from | chunk | renders (seeds) | renderer | epochs | hours | synthetic val mask mAP50 | "
+            "real dev mask mAP50 | base real | gate |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        v = r["verdict"]
+        gate = ("shipped as v%d" % v["version"] if v.get("shipped") else
+                ("kept out (%+.3f, noise %.3f)" % (v["delta"], v["noise"]) if v else "not gated yet"))
+        lines.append(f"| {r['run']} | {r['base']} | {r['chunk']} | {r['images']} ({r['seeds'][0]}-{r['seeds'][1] - 1}) | "
+                     f"{r.get('renderer_version', '?')} | {r['epochs']} | {r['hours']:.2f} | {r['synthetic_mask_map50']:.3f} | "
+                     f"{r['real_mask_map50']:.3f} | {r['base_real']:.3f} | {gate} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['base']}+chunk {r['chunk']}\nr{r.get('renderer_version', '?')}" for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(rows), 3.6))
+    ax.plot(x, [r["base_real"] for r in rows], "s--", color="grey", label="base, real dev")
+    ax.plot(x, [r["real_mask_map50"] for r in rows], "o-", color="tab:red", label="candidate, real dev")
+    ax.plot(x, [r["synthetic_mask_map50"] for r in rows], "o-", color="tab:blue", label="candidate, own synthetic val")
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.set_ylabel("mask mAP50")
+    ax.set_title("release chunks: candidate vs the model it continued")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main(runs: Path = Path("runs/release")) -> None:
+    rows = read_runs(runs)
+    if not rows:
+        sys.exit(f"error: no release runs with chunks under {runs}")
+    plot(rows, HERE / "release.png")
+    text = ("# Release chunks and their gate\n\n"
+            "`python benchmarks/release/report.py` over the `pomona recipe release` runs in `runs/release/`. Each chunk "
+            "continues a model on 800 freshly rendered images (seeds never used in its history); the gate compares the "
+            "candidate with its base on the 144 real dev photos, both measured in the same run, and ships it only when it "
+            "is ahead by more than the noise. Hours are wall time on the 2-core machine, shared with other jobs in some runs.\n\n"
+            + table(rows) + "\n![release chunks](release.png)\n")
+    (HERE / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/release"))
