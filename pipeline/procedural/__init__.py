@@ -2,7 +2,9 @@
 
 ``render(prompt, seed, size, disable)`` -> Scene(image BGR uint8, instances with modal masks,
 params); ``render_driveby(out_dir, ...)`` writes a tracked drive-by clip with per-frame ground
-truth. ``FAMILIES`` names the randomisation families ``disable`` can switch off.
+truth. ``FAMILIES`` names the randomisation families ``disable`` can switch off. With ``pomona generate
+--depth`` the same scenes also give aligned depth (a D435-like sensor model, ``depth_noise.py``) and each apple's
+3D truth (``depth.py``); the colour images stay bit-identical.
 """
 
 # Raised whenever renders change (a model card records which renderer its images came from). 12: leaf
