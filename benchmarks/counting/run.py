@@ -48,9 +48,13 @@ def main() -> None:
               "mean_rel_error": sum(r["rel_error"] for r in rows) / len(rows),
               "total_rel_error": abs(sum(r["counted"] for r in rows) - tot_true) / max(tot_true, 1)}
     out = Path(a.out)
+    from pomona.pipeline.procedural import RENDERER_VERSION
+
+    result["renderer_version"] = RENDERER_VERSION  # the clips change with the renderer: compare within one version
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["# Counting distinct apples with tracking (ByteTrack) on synthetic drive-by clips", "",
-             f"Model `{a.model}`, {a.frames} frames per clip at {a.size}, conf {a.conf}. Command: `{result['command']}`.",
+    lines = ["# Counting distinct apples with tracking (ByteTrack, edgefirst-tracker) on synthetic drive-by clips", "",
+             f"Model `{a.model}`, {a.frames} frames per clip at {a.size} (renderer {RENDERER_VERSION}), conf {a.conf}. "
+             f"Command: `{result['command']}`.",
              "", "| seed | true apples | counted | relative error | detections/frame | fps |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['seed']} | {r['true']} | {r['counted']} | {100 * r['rel_error']:.1f}% | "
