@@ -35,7 +35,7 @@ class ClusterDiffusionReport:
     run: ClusterRun
 
     def __str__(self) -> str:
-        rate = self.made / self.run.seconds if self.run.seconds else 0.0
+        rate = self.run.rate(self.made)
         head = (f"diffusers on Ray ({self.run.nodes} node(s), {self.run.gpus:g} GPUs): {self.images} images of "
                 f"{self.model} in {self.out}; made {self.made} in {self.run.seconds:.1f} s ({rate:.2f} images/s, "
                 f"model loading included), {self.done_before} were already done")

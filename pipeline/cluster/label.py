@@ -42,7 +42,7 @@ class ClusterAnnotateReport:
     run: ClusterRun
 
     def __str__(self) -> str:
-        rate = self.labelled / self.run.seconds if self.run.seconds else 0.0
+        rate = self.run.rate(self.labelled)
         head = (f"annotated {self.images} images of {self.dataset} with '{self.labeler}' on Ray "
                 f"({self.run.nodes} node(s), {self.run.cpus:g} CPUs, {self.run.gpus:g} GPUs): {self.instances} apples; "
                 f"labelled {self.labelled} in {self.run.seconds:.1f} s ({rate:.2f} images/s, model loading included), "

@@ -47,6 +47,10 @@ class ClusterRun:
             counts[r.node] += r.images
         return dict(sorted(counts.items()))
 
+    def rate(self, done: int) -> float:
+        """Images per second for ``done`` images made in this run (0 when it took no time)."""
+        return done / self.seconds if self.seconds else 0.0
+
     def lines(self) -> list[str]:
         shards = Counter(r.node for r in self.results)
         return [f"  node {node}: {count} images in {shards[node]} shard(s)" for node, count in self.per_node().items()]

@@ -36,7 +36,7 @@ class ClusterGenerateReport:
     run: ClusterRun
 
     def __str__(self) -> str:
-        rate = self.rendered / self.run.seconds if self.run.seconds else 0.0
+        rate = self.run.rate(self.rendered)
         head = (f"procedural on Ray ({self.run.nodes} node(s), {self.run.cpus:g} CPUs): {self.images} images with "
                 f"{self.instances} apples in {self.out}; rendered {self.rendered} in {self.run.seconds:.1f} s "
                 f"({rate:.1f} images/s), {self.done_before} were already done")
