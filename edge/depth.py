@@ -95,14 +95,10 @@ def load_intrinsics(path: str | Path) -> IntrinsicsTable:
         return IntrinsicsTable(parse_intrinsics(json.loads(text), str(path)), source=str(path))
     except json.JSONDecodeError:
         pass
+    from pomona.dataset import json_lines  # only for a manifest: keeps pomona run's start-up as it was
+
     by_stem: dict[str, Intrinsics] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise PomonaError(f"{path}:{lineno}: neither a JSON object nor JSON Lines") from None
+    for lineno, rec in json_lines(text, path, bad="neither a JSON object nor JSON Lines"):
         if not isinstance(rec, dict) or "intrinsics" not in rec:
             raise PomonaError(f"{path}:{lineno}: no 'intrinsics' in this record (was the data rendered with --depth?)")
         if "file" in rec or "image" in rec:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pomona.dataset import label_path, list_images, read_labels, read_manifest
+from pomona.dataset import json_lines, label_path, list_images, read_labels, read_manifest
 from pomona.errors import PomonaError
 from pomona.instances import Instances
 from pomona.masks import polygons_to_mask
@@ -62,13 +62,7 @@ def read_predictions(path: Path) -> dict[str, list[dict]]:
     if not path.is_file():
         raise PomonaError(f"predictions not found: {path}")
     out = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise PomonaError(f"{path}:{lineno}: not a JSON line") from None
+    for lineno, rec in json_lines(path.read_text(), path):
         if not isinstance(rec, dict) or "apples" not in rec or "image" not in rec:
             raise PomonaError(f"{path}:{lineno}: not a `pomona run` record (needs 'image' and 'apples')")
         out[Path(str(rec["image"])).stem] = rec["apples"]

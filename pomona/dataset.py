@@ -228,18 +228,22 @@ def write_data_yaml(path: str | Path, splits: dict[str, str | list[str]], names:
 MANIFEST = "manifest.jsonl"
 
 
+def json_lines(text: str, where: str | Path, bad: str = "not a JSON line") -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) of each non-blank line of a JSON Lines text; a line that is not JSON
+    ends the read with one line naming ``where`` and the line number."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError:
+                raise PomonaError(f"{where}:{lineno}: {bad}") from None
+
+
 def read_manifest(dataset: str | Path) -> list[dict]:
     path = Path(dataset) / MANIFEST
     if not path.exists():
         return []
-    records = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise PomonaError(f"{path}:{lineno}: not a JSON line") from None
-    return records
+    return [rec for _, rec in json_lines(path.read_text(), path)]
 
 
 def write_manifest(dataset: str | Path, records: list[dict]) -> Path:
