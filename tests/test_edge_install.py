@@ -10,9 +10,9 @@ About a minute here (pip resolves and unpacks ~25 wheels); skipped when pip can 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +21,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_MB = 450
-# what the repo's own wheel is built from (as in Dockerfile.jetson): a copy, so a stale build/ folder
-# or another process building in the work tree cannot leak into the install
-SOURCES = ("pyproject.toml", "README.md", "pomona", "pipeline", "export", "edge")
 NEVER_INSTALLED = ("torch", "torchvision", "ultralytics", "gradio", "opencv-python", "opencv-contrib-python",
                    "scipy", "matplotlib", "av", "supervision", "trackers")
 NEVER_IMPORTED = ("torch", "torchvision", "ultralytics", "gradio", "scipy", "matplotlib", "av", "supervision",
@@ -79,17 +76,21 @@ def _disk_mb(folder: Path) -> float:
     return total / 2**20
 
 
+def _install_benchmark():
+    spec = importlib.util.spec_from_file_location("install_benchmark", REPO / "benchmarks" / "install" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def edge_venv(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("edge-install")
+    # what the repo's own wheel is built from (as in Dockerfile.jetson): a copy, so a stale build/ folder
+    # or another process building in the work tree cannot leak into the install; the same copy the
+    # install benchmark measures
     src = root / "src"
-    src.mkdir()
-    for name in SOURCES:
-        path = REPO / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
-        else:
-            shutil.copy2(path, src / name)
+    _install_benchmark().sources("worktree", src)
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
     python = str(venv / "bin" / "python")
