@@ -123,12 +123,9 @@ class PickingTargets:
 
 
 _KERNELS = {px: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1)) for px in (1, 2)}
-
-
-def _erode(m: np.ndarray) -> np.ndarray:
-    """Mask crop (uint8) without its rim: depth at an object's outline mixes apple and background (flying
-    pixels, stereo edge fattening), and a predicted mask's outline is its least certain part."""
-    return cv2.erode(m, _KERNELS[2 if min(m.shape) >= 24 else 1], borderType=cv2.BORDER_CONSTANT, borderValue=0)
+_GAP = 2  # zero pixels between two masks in the mosaic: the erosion's reach, so no mask sees another
+_NONE = np.zeros((0, 2), np.int32)
+_PER_MOSAIC = 255  # apples per mosaic: its pixels are uint8 labels (1..255, 0 = background)
 
 
 @dataclass
@@ -145,6 +142,71 @@ class _Samples:
     areas: np.ndarray  # (N,) mask area in pixels
 
 
+@dataclass
+class _Mosaic:
+    """The mask windows of up to 255 apples packed side by side into one uint8 image, each window's pixels
+    holding its apple's label (k + 1): one OpenCV call erodes, outlines or counts all apples at once, where a
+    call per apple cost more in Python than in OpenCV (benchmarks/picking: the 3D step's cost)."""
+
+    image: np.ndarray  # (H, W) uint8 labels
+    apple: np.ndarray  # (K,) index of each window's apple in the Instances
+    at: np.ndarray  # (K, 2) x, y of each window in the mosaic
+    origin: np.ndarray  # (K, 2) x0, y0 of each window in the frame
+    shape: np.ndarray  # (K, 2) height, width of each window
+
+
+def _pack(shapes: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Shelf packing: windows by height, left to right in rows about as wide as the mosaic is tall.
+    Returns each window's x, y and the mosaic's height, width."""
+    order = np.argsort(-shapes[:, 0], kind="stable")
+    width = max(int(shapes[:, 1].max()), int(math.sqrt((shapes + _GAP).prod(1).sum()))) + _GAP
+    at = np.zeros((len(shapes), 2), np.int64)
+    x = y = shelf = _GAP
+    for k in order.tolist():
+        h, w = int(shapes[k, 0]), int(shapes[k, 1])
+        if x + w + _GAP > width:
+            x, y, shelf = _GAP, shelf, shelf
+        at[k] = x, y
+        x += w + _GAP
+        shelf = max(shelf, y + h + _GAP)
+    return at, (shelf, width)
+
+
+def _mosaic(crops: list) -> _Mosaic:
+    apple = np.array([c[0] for c in crops])
+    origin = np.array([(c[1], c[2]) for c in crops], np.int64)
+    shape = np.array([c[3].shape for c in crops], np.int64)
+    at, size = _pack(shape)
+    image = np.zeros(size, np.uint8)
+    for k, ((_, _, _, crop), (x, y)) in enumerate(zip(crops, at.tolist())):
+        np.multiply(crop, k + 1, out=image[y:y + crop.shape[0], x:x + crop.shape[1]], casting="unsafe")
+    return _Mosaic(image, apple, at, origin, shape)
+
+
+def _eroded(mosaic: _Mosaic) -> np.ndarray:
+    """Every mask without its rim: depth at an object's outline mixes apple and background (flying pixels,
+    stereo edge fattening), and a predicted mask's outline is its least certain part. Two pixels off, one off
+    a window narrower than 24 pixels (a small apple would lose most of itself)."""
+    eroded = cv2.erode(mosaic.image, _KERNELS[2], borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    small = mosaic.shape.min(1) < 24
+    if small.any():
+        keep = np.zeros(256, np.uint8)
+        keep[np.flatnonzero(small) + 1] = np.flatnonzero(small) + 1
+        thin = cv2.erode(mosaic.image, _KERNELS[1], borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        eroded = cv2.max(eroded, cv2.LUT(thin, keep))
+    return eroded
+
+
+def _spread(counts: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For groups of ``counts`` consecutive entries: (group, slot, index) of at most ``limit`` entries per
+    group, evenly spread over it (not its first ones)."""
+    take = np.minimum(counts, limit)
+    group, slot, _ = _slots(np.arange(len(counts)), take)
+    n = counts[group]
+    index = np.cumsum(counts)[group] - n + np.where(n > limit, (slot * n) // max(limit, 1), slot)
+    return group, slot, index
+
+
 def gather_points(instances, depth: np.ndarray, max_points: int = MAX_POINTS,
                   max_outline: int = MAX_OUTLINE) -> _Samples:
     """Each apple's valid depth points inside its eroded mask, and its outline with the depth just outside it.
@@ -156,42 +218,55 @@ def gather_points(instances, depth: np.ndarray, max_points: int = MAX_POINTS,
     out = _Samples(np.zeros((n, max_points)), np.zeros((n, max_points)), np.zeros((n, max_points)),
                    np.zeros((n, max_outline)), np.zeros((n, max_outline)), np.zeros((n, max_outline), bool),
                    np.zeros((n, max_outline, len(OUTSIDE_PX))), np.zeros(n, np.int64))
-    # per apple only what needs its own window; the arithmetic runs once over all apples below
-    found, grids, rims, corners = [], [], [], []
-    for i, x0, y0, crop in instances.mask_crops():
-        m = crop.view(np.uint8)  # OpenCV takes the strided window as it is
-        area = cv2.countNonZero(m) if m.size else 0
-        out.areas[i] = area
-        if not area:
-            continue
-        s = max(1, int(math.sqrt(area / max_points)))
-        eroded = _erode(m)[::s, ::s]
-        flat = np.flatnonzero(eroded & (depth[y0:y0 + m.shape[0]:s, x0:x0 + m.shape[1]:s] != 0))
-        if len(flat) > max_points:  # evenly spread over the mask, not the first rows only
-            flat = flat[(np.arange(max_points) * len(flat)) // max_points]
-        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        rim = contours[0] if len(contours) == 1 else np.concatenate(contours)
-        if len(rim) > max_outline:
-            rim = rim[(np.arange(max_outline) * len(rim)) // max_outline]
-        found.append(flat)
-        rims.append(rim.reshape(-1, 2))
-        grids.append((i, x0, y0, s, eroded.shape[1]))
-        corners.append((x0, y0))
-    if not found:
-        return out
-    apple, x0, y0, step, width = (np.array(c) for c in zip(*grids))
-    rows, cols, per = _slots(apple, [len(f) for f in found])
-    ys, xs = np.divmod(np.concatenate(found), np.repeat(width, per))
-    u = xs * np.repeat(step, per) + np.repeat(x0, per)
-    v = ys * np.repeat(step, per) + np.repeat(y0, per)
-    out.u[rows, cols], out.v[rows, cols], out.z[rows, cols] = u, v, depth[v, u]
-    rows, cols, per = _slots(apple, [len(r) for r in rims])
-    pts = np.concatenate(rims) + np.repeat(np.array(corners), per, 0)
-    outline = np.zeros((n, max_outline, 2))
-    outline[rows, cols] = pts
-    out.outline[rows, cols] = True
-    _outline_depth(out, outline, depth)
+    crops = [c for c in instances.mask_crops() if c[3].size]
+    for start in range(0, len(crops), _PER_MOSAIC):
+        mosaic = _mosaic(crops[start:start + _PER_MOSAIC])
+        hist = cv2.calcHist([mosaic.image], [0], None, [256], [0, 256]).ravel()
+        areas = hist[1:len(mosaic.apple) + 1].astype(np.int64)
+        out.areas[mosaic.apple] = areas
+        _surface_points(out, mosaic, areas, depth, max_points)
+        _outline_points(out, mosaic, max_outline)
+    _outline_depth(out, depth)
     return out
+
+
+def _surface_points(out: _Samples, mosaic: _Mosaic, areas: np.ndarray, depth: np.ndarray, max_points: int) -> None:
+    eroded = _eroded(mosaic)
+    step = np.maximum(1, np.sqrt(areas / max_points).astype(np.int64))
+    found = []
+    # a strided view and one call per apple: the grid of each apple's own step (x, y on that grid, row by row)
+    for (x, y), (h, w), s in zip(mosaic.at.tolist(), mosaic.shape.tolist(), step.tolist()):
+        on = cv2.findNonZero(eroded[y:y + h:s, x:x + w:s])
+        found.append(_NONE if on is None else on.reshape(-1, 2))
+    per = np.array([len(f) for f in found])
+    if not per.any():
+        return
+    k = np.repeat(np.arange(len(per)), per)
+    grid = np.concatenate(found) * step[k][:, None] + mosaic.origin[k]
+    u, v = grid[:, 0], grid[:, 1]
+    z = depth[v, u]
+    valid = z != 0
+    per = np.bincount(k[valid], minlength=len(per))
+    group, slot, index = _spread(per, max_points)
+    rows = mosaic.apple[group]
+    out.u[rows, slot], out.v[rows, slot], out.z[rows, slot] = u[valid][index], v[valid][index], z[valid][index]
+
+
+def _outline_points(out: _Samples, mosaic: _Mosaic, max_outline: int) -> None:
+    contours, _ = cv2.findContours(mosaic.image, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return
+    points = np.concatenate(contours).reshape(-1, 2)
+    length = np.array([len(c) for c in contours])
+    label = np.repeat(mosaic.image[points[np.cumsum(length) - length, 1], points[np.cumsum(length) - length, 0]], length)
+    order = np.argsort(label, kind="stable")  # each apple's contours together, each contour's points in order
+    points, k = points[order], label[order].astype(np.int64) - 1
+    group, slot, index = _spread(np.bincount(k, minlength=len(mosaic.apple)), max_outline)
+    k = k[index]
+    rows = mosaic.apple[group]
+    out.ou[rows, slot] = points[index, 0] - mosaic.at[k, 0] + mosaic.origin[k, 0]
+    out.ov[rows, slot] = points[index, 1] - mosaic.at[k, 1] + mosaic.origin[k, 1]
+    out.outline[rows, slot] = True
 
 
 def _slots(apple: np.ndarray, counts: list[int]):
@@ -203,12 +278,13 @@ def _slots(apple: np.ndarray, counts: list[int]):
     return rows, cols, per
 
 
-def _outline_depth(out: _Samples, outline: np.ndarray, depth: np.ndarray) -> None:
-    """Outline points moved half a pixel outward (a boundary pixel's centre lies inside the silhouette), and
-    the depth a few pixels further out (outward = away from the outline's mean), for all apples at once.
-    Points on the frame's edge are not the apple's outline: the frame cut it there."""
+def _outline_depth(out: _Samples, depth: np.ndarray) -> None:
+    """Outline points (boundary pixels in ``out.ou``, ``out.ov``) moved half a pixel outward (a boundary pixel's
+    centre lies inside the silhouette), and the depth a few pixels further out (outward = away from the
+    outline's mean), for all apples at once. Points on the frame's edge are not the apple's outline: the frame
+    cut it there."""
     h, w = depth.shape[:2]
-    px, py = outline[..., 0], outline[..., 1]
+    px, py = out.ou, out.ov
     k = np.maximum(out.outline.sum(1, keepdims=True), 1)
     dx = px - (px * out.outline).sum(1, keepdims=True) / k
     dy = py - (py * out.outline).sum(1, keepdims=True) / k
@@ -225,14 +301,15 @@ def _outline_depth(out: _Samples, outline: np.ndarray, depth: np.ndarray) -> Non
 # --- the fit ------------------------------------------------------------------------------------------
 
 
-def _row_median(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(Lower) median of each row over its valid entries (NaN for a row without any)."""
+def _row_median(values: np.ndarray, valid: np.ndarray, empty: float = np.nan) -> np.ndarray:
+    """(Lower) median of each row over its valid entries (``empty`` for a row without any)."""
     if values.shape[1] == 0:
-        return np.full(len(values), np.nan)
-    ordered = np.sort(np.where(valid, values, np.inf), axis=1)
-    k = valid.sum(1)
-    mid = np.take_along_axis(ordered, np.maximum((k - 1) // 2, 0)[:, None], 1)[:, 0]
-    return np.where(k > 0, mid, np.nan)
+        return np.full(len(values), empty)
+    ordered = np.where(valid, values, np.inf)
+    ordered.sort(axis=1)
+    k = np.count_nonzero(valid, axis=1)
+    mid = ordered[np.arange(len(ordered)), np.maximum((k - 1) // 2, 0)]
+    return np.where(k > 0, mid, empty)
 
 
 def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None = None,
@@ -257,15 +334,18 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
     n, p = valid.shape
     if rays is None:
         rays, ray_valid = np.zeros((3, n, 0)), np.zeros((n, 0), bool)
+    # float32 arithmetic (a micron at a metre, far below any depth sensor's noise) at half the memory traffic;
+    # only the 4x4 normal equations are solved in float64
+    points, rays = points.astype(np.float32, copy=False), rays.astype(np.float32, copy=False)
     every = np.concatenate([valid, ray_valid], 1)
-    w = every.astype(np.float64)  # plain least squares until the first robust step
+    w = every.astype(np.float32)  # plain least squares until the first robust step
     ws = w[:, :p]
     mean = (points * ws).sum(2).T / np.maximum(ws.sum(1), 1)[:, None]
-    radius = np.full(n, PRIOR_DIAMETER_MM / 2000)
+    radius = np.full(n, PRIOR_DIAMETER_MM / 2000, np.float32)
     centre = mean + mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-9) * radius[:, None]
-    jac = np.empty((4, n, every.shape[1]))  # d residual / d (cx, cy, cz, r) for every point and ray
+    jac = np.empty((4, n, every.shape[1]), np.float32)  # d residual / d (cx, cy, cz, r) for every point and ray
     jac[3] = -1.0
-    ridge = np.eye(4) * 1e-9  # relative to the trace below; an apple without points keeps its start
+    ridge = 1e-9  # relative to the trace below; an apple without points keeps its start
     every_pt = np.concatenate([points, np.zeros_like(rays)], 2)  # surface points, then each ray's foot
     scale = counted = None
     for step in range(iterations):
@@ -276,18 +356,19 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
         res = dist - radius[:, None]
         if step in ROBUST_STEPS:  # each kind's centre and scale from the points the previous weights kept
             kept = w > 0
-            mid_s = np.nan_to_num(_row_median(res[:, :p], kept[:, :p]))
-            mid_o = np.nan_to_num(_row_median(res[:, p:], kept[:, p:]))
+            mid_s = _row_median(res[:, :p], kept[:, :p], 0.0)
+            mid_o = _row_median(res[:, p:], kept[:, p:], 0.0)
             # residuals about their median: a fit still pulled by a leaf has the apple's points off zero
             # together, while the leaf's stand apart; the spread about zero would hide that
             s_surf = np.fmax(1.4826 * _row_median(np.abs(res[:, :p] - mid_s[:, None]), kept[:, :p]), 5e-4)
             s_out = np.fmax(1.4826 * _row_median(np.abs(res[:, p:] - mid_o[:, None]), kept[:, p:]),
                             np.maximum(outline_floor, 1e-5))
-            sigma = np.concatenate([np.repeat(s_surf[:, None], p, 1), np.repeat(s_out[:, None], res.shape[1] - p, 1)], 1)
-            mid = np.concatenate([np.repeat(mid_s[:, None], p, 1), np.repeat(mid_o[:, None], res.shape[1] - p, 1)], 1)
+            sigma, mid = np.empty(res.shape, np.float32), np.empty(res.shape, np.float32)
+            sigma[:, :p], sigma[:, p:] = s_surf[:, None], s_out[:, None]
+            mid[:, :p], mid[:, p:] = mid_s[:, None], mid_o[:, None]
             scale, counted = 4.685 * sigma, every / (sigma * sigma)
         if scale is None:
-            w = every.astype(np.float64)
+            w = every.astype(np.float32)
         else:
             t = np.minimum(np.abs(res - mid) / scale, 1.0)
             mid *= 0.5  # the fit follows the kept points: their offset shrinks
@@ -298,16 +379,17 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
         # rays outside the sphere count OUTLINE_EXPECTILE, rays inside 1 - OUTLINE_EXPECTILE (an upper expectile)
         w[:, p:] *= np.where(res[:, p:] > 0, 2 * OUTLINE_EXPECTILE, 2 - 2 * OUTLINE_EXPECTILE)
         jw = (jac * w).transpose(1, 0, 2)
-        lhs = np.matmul(jw, jac.transpose(1, 2, 0))
-        lhs += ridge * (1.0 + np.einsum("nii->n", lhs))[:, None, None]  # stays solvable when the kept points
-        # do not pin all four unknowns (a sliver, a few outline points): those move least
-        delta = np.linalg.solve(lhs, -np.matmul(jw, res[..., None]))[..., 0]
+        lhs = np.matmul(jw, jac.transpose(1, 2, 0)).astype(np.float64)
+        diagonal = lhs[:, range(4), range(4)]  # a ridge keeps it solvable when the kept points do not pin all
+        lhs[:, range(4), range(4)] = diagonal + ridge * (1.0 + diagonal.sum(1))[:, None]  # four unknowns (a
+        # sliver, a few outline points): those move least
+        delta = np.linalg.solve(lhs, -np.matmul(jw, res[..., None]).astype(np.float64))[..., 0]
         # at most MAX_STEP_M per step: a cloud that barely constrains a sphere (a sliver) must not fling it away
         np.clip(delta, -MAX_STEP_M, MAX_STEP_M, out=delta)
-        centre = centre + delta[:, :3]
-        radius = np.clip(radius + delta[:, 3], lo, hi)
+        centre = (centre + delta[:, :3]).astype(np.float32)
+        radius = np.clip(radius + delta[:, 3], lo, hi).astype(np.float32)
     inliers = (w[:, :p] > 0).sum(1) / np.maximum(valid.sum(1), 1)
-    return centre, radius, inliers
+    return centre.astype(np.float64), radius.astype(np.float64), inliers
 
 
 def projected_disc_area(centre: np.ndarray, radius: np.ndarray, K: Intrinsics) -> np.ndarray:
