@@ -149,7 +149,7 @@ class Instances:
         """One (bridged) pixel polygon per instance; the box outline where there is no mask."""
         if self.masks is None:
             return [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32) for x0, y0, x1, y1 in self.boxes]
-        return [mask_ops.mask_to_polygon(crop) + np.array([x0, y0], np.float32) for _, x0, y0, crop in self.mask_crops()]
+        return mask_ops.instance_polygons(self)
 
     def with_masks_cleaned(self, min_area: int = 0, fill: bool = False, exclusive: bool = True) -> "Instances":
         """Shared label clean-up: holes filled, fragments under ``min_area`` px dropped, overlaps
@@ -240,7 +240,7 @@ class Instances:
                 rec["track_id"] = int(self.track_ids[i])
             if self.picking is not None:
                 rec.update(self.picking.record(i))
-            if polys is not None:
-                rec["polygon"] = np.round(polys[i], decimals).tolist()
+            if polys is not None:  # a mask's outline runs through pixel coordinates: whole numbers, written as such
+                rec["polygon"] = (polys[i].astype(np.int32) if self.masks is not None else np.round(polys[i], decimals)).tolist()
             out.append(rec)
         return out

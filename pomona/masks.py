@@ -50,6 +50,26 @@ def join_polygons(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def instance_polygons(instances, min_area: float = 1.0) -> list[np.ndarray]:
+    """``mask_to_polygon`` of every instance's mask, in frame pixels: all masks outlined by one findContours
+    on a mosaic of their windows (pomona/mosaic.py); only a mask in several parts, or one too small for a
+    polygon, is redone on its own."""
+    from pomona.mosaic import mosaics
+
+    out = [np.zeros((0, 2), np.float32) for _ in range(len(instances))]
+    for mosaic in mosaics(instances):
+        contours, window = mosaic.contours(cv2.CHAIN_APPROX_SIMPLE)
+        parts = np.bincount(window, minlength=len(mosaic.index))
+        for contour, k in zip(contours, window.tolist()):
+            if parts[k] == 1 and len(contour) >= 3 and cv2.contourArea(contour) >= min_area:
+                out[mosaic.index[k]] = contour.astype(np.float32)
+        for k in np.flatnonzero((parts > 1) | (parts == 1) & [len(out[i]) == 0 for i in mosaic.index]).tolist():
+            (x0, y0), (h, w) = mosaic.origin[k], mosaic.shape[k]
+            crop = instances.masks[mosaic.index[k], y0:y0 + h, x0:x0 + w]
+            out[mosaic.index[k]] = mask_to_polygon(crop, min_area) + np.array([x0, y0], np.float32)
+    return out
+
+
 def mask_to_polygon(mask: np.ndarray, min_area: float = 1.0) -> np.ndarray:
     """A single (bridged) polygon for one instance mask; empty (0, 2) when the mask is empty."""
     return join_polygons(mask_to_polygons(mask, min_area))

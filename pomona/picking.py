@@ -19,11 +19,12 @@ Camera frame as OpenCV: x right, y down, z forward, metres; pixel (u, v) is the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from pomona.mosaic import Mosaic, mosaics
 
 DIAMETER_RANGE_MM = (40.0, 130.0)  # crab apples to the largest dessert apples; the fit's radius stays inside
 PRIOR_DIAMETER_MM = 75.0  # starting guess only (a typical dessert apple)
@@ -123,9 +124,7 @@ class PickingTargets:
 
 
 _KERNELS = {px: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1)) for px in (1, 2)}
-_GAP = 2  # zero pixels between two masks in the mosaic: the erosion's reach, so no mask sees another
 _NONE = np.zeros((0, 2), np.int32)
-_PER_MOSAIC = 255  # apples per mosaic: its pixels are uint8 labels (1..255, 0 = background)
 
 
 @dataclass
@@ -142,48 +141,7 @@ class _Samples:
     areas: np.ndarray  # (N,) mask area in pixels
 
 
-@dataclass
-class _Mosaic:
-    """The mask windows of up to 255 apples packed side by side into one uint8 image, each window's pixels
-    holding its apple's label (k + 1): one OpenCV call erodes, outlines or counts all apples at once, where a
-    call per apple cost more in Python than in OpenCV (benchmarks/picking: the 3D step's cost)."""
-
-    image: np.ndarray  # (H, W) uint8 labels
-    apple: np.ndarray  # (K,) index of each window's apple in the Instances
-    at: np.ndarray  # (K, 2) x, y of each window in the mosaic
-    origin: np.ndarray  # (K, 2) x0, y0 of each window in the frame
-    shape: np.ndarray  # (K, 2) height, width of each window
-
-
-def _pack(shapes: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """Shelf packing: windows by height, left to right in rows about as wide as the mosaic is tall.
-    Returns each window's x, y and the mosaic's height, width."""
-    order = np.argsort(-shapes[:, 0], kind="stable")
-    width = max(int(shapes[:, 1].max()), int(math.sqrt((shapes + _GAP).prod(1).sum()))) + _GAP
-    at = np.zeros((len(shapes), 2), np.int64)
-    x = y = shelf = _GAP
-    for k in order.tolist():
-        h, w = int(shapes[k, 0]), int(shapes[k, 1])
-        if x + w + _GAP > width:
-            x, y, shelf = _GAP, shelf, shelf
-        at[k] = x, y
-        x += w + _GAP
-        shelf = max(shelf, y + h + _GAP)
-    return at, (shelf, width)
-
-
-def _mosaic(crops: list) -> _Mosaic:
-    apple = np.array([c[0] for c in crops])
-    origin = np.array([(c[1], c[2]) for c in crops], np.int64)
-    shape = np.array([c[3].shape for c in crops], np.int64)
-    at, size = _pack(shape)
-    image = np.zeros(size, np.uint8)
-    for k, ((_, _, _, crop), (x, y)) in enumerate(zip(crops, at.tolist())):
-        np.multiply(crop, k + 1, out=image[y:y + crop.shape[0], x:x + crop.shape[1]], casting="unsafe")
-    return _Mosaic(image, apple, at, origin, shape)
-
-
-def _eroded(mosaic: _Mosaic) -> np.ndarray:
+def _eroded(mosaic: Mosaic) -> np.ndarray:
     """Every mask without its rim: depth at an object's outline mixes apple and background (flying pixels,
     stereo edge fattening), and a predicted mask's outline is its least certain part. Two pixels off, one off
     a window narrower than 24 pixels (a small apple would lose most of itself)."""
@@ -218,19 +176,16 @@ def gather_points(instances, depth: np.ndarray, max_points: int = MAX_POINTS,
     out = _Samples(np.zeros((n, max_points)), np.zeros((n, max_points)), np.zeros((n, max_points)),
                    np.zeros((n, max_outline)), np.zeros((n, max_outline)), np.zeros((n, max_outline), bool),
                    np.zeros((n, max_outline, len(OUTSIDE_PX))), np.zeros(n, np.int64))
-    crops = [c for c in instances.mask_crops() if c[3].size]
-    for start in range(0, len(crops), _PER_MOSAIC):
-        mosaic = _mosaic(crops[start:start + _PER_MOSAIC])
-        hist = cv2.calcHist([mosaic.image], [0], None, [256], [0, 256]).ravel()
-        areas = hist[1:len(mosaic.apple) + 1].astype(np.int64)
-        out.areas[mosaic.apple] = areas
+    for mosaic in mosaics(instances):  # all apples' masks in one image: one OpenCV call each, not one per apple
+        areas = mosaic.areas()
+        out.areas[mosaic.index] = areas
         _surface_points(out, mosaic, areas, depth, max_points)
         _outline_points(out, mosaic, max_outline)
     _outline_depth(out, depth)
     return out
 
 
-def _surface_points(out: _Samples, mosaic: _Mosaic, areas: np.ndarray, depth: np.ndarray, max_points: int) -> None:
+def _surface_points(out: _Samples, mosaic: Mosaic, areas: np.ndarray, depth: np.ndarray, max_points: int) -> None:
     eroded = _eroded(mosaic)
     step = np.maximum(1, np.sqrt(areas / max_points).astype(np.int64))
     found = []
@@ -248,24 +203,21 @@ def _surface_points(out: _Samples, mosaic: _Mosaic, areas: np.ndarray, depth: np
     valid = z != 0
     per = np.bincount(k[valid], minlength=len(per))
     group, slot, index = _spread(per, max_points)
-    rows = mosaic.apple[group]
+    rows = mosaic.index[group]
     out.u[rows, slot], out.v[rows, slot], out.z[rows, slot] = u[valid][index], v[valid][index], z[valid][index]
 
 
-def _outline_points(out: _Samples, mosaic: _Mosaic, max_outline: int) -> None:
-    contours, _ = cv2.findContours(mosaic.image, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+def _outline_points(out: _Samples, mosaic: Mosaic, max_outline: int) -> None:
+    contours, window = mosaic.contours()
     if not contours:
         return
-    points = np.concatenate(contours).reshape(-1, 2)
-    length = np.array([len(c) for c in contours])
-    label = np.repeat(mosaic.image[points[np.cumsum(length) - length, 1], points[np.cumsum(length) - length, 0]], length)
-    order = np.argsort(label, kind="stable")  # each apple's contours together, each contour's points in order
-    points, k = points[order], label[order].astype(np.int64) - 1
-    group, slot, index = _spread(np.bincount(k, minlength=len(mosaic.apple)), max_outline)
-    k = k[index]
-    rows = mosaic.apple[group]
-    out.ou[rows, slot] = points[index, 0] - mosaic.at[k, 0] + mosaic.origin[k, 0]
-    out.ov[rows, slot] = points[index, 1] - mosaic.at[k, 1] + mosaic.origin[k, 1]
+    points = np.concatenate(contours)
+    k = np.repeat(window, [len(c) for c in contours])
+    order = np.argsort(k, kind="stable")  # each apple's contours together, each contour's points in order
+    points, k = points[order], k[order]
+    group, slot, index = _spread(np.bincount(k, minlength=len(mosaic.index)), max_outline)
+    rows = mosaic.index[group]
+    out.ou[rows, slot], out.ov[rows, slot] = points[index, 0], points[index, 1]
     out.outline[rows, slot] = True
 
 
