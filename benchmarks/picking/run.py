@@ -241,7 +241,7 @@ def main() -> None:
         f"one thread) took {ref['cpu_ms_best']} ms CPU at best ({ref['cpu_ms_median']} median), so the 3D step "
         f"costs **{spent['cpu_ms_best'] / ref['cpu_ms_best']:.0%}** of one inference. CPUs of this kind differ about "
         "2x (issue 17: raw ONNX Runtime on a YOLO11n-seg at 320 px took 7.5 ms on one, 15 ms on another), and one "
-        "machine from hour to hour (the 416 px yardstick here ran 2-3x slower than that): "
+        "machine from hour to hour: "
         "compare the ratio across runs, not the milliseconds.",
         "",
         "![picking](picking.png)",
