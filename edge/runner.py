@@ -202,66 +202,124 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
     sources.SKIPPED_KEPT names); a full disk ends the run with a PomonaError and leaves complete JSONL lines only.
     ``depth`` (+ ``intrinsics``): aligned depth that gives each apple its picking target (edge/depth.py).
     """
-    from pomona.edge.depth import open_depth
-
-    depth_in = open_depth(depth, intrinsics, source)  # before the model loads: a wrong path is one line, at once
-    if depth_in is not None:
-        source_kwargs = {**(source_kwargs or {}), **depth_in.source_kwargs}
-    kw = source_kwargs or {}
-    live = is_live(source, kw.get("live"), kw.get("opener"))
-    predictor = Predictor(model, backend=backend, conf=conf, iou=iou, imgsz=imgsz, frames_at_once=frames_at_once(live))
-    tracker = None
-    if track:
-        from pomona.edge.tracking import AppleTracker
-
-        tracker = AppleTracker(detection_conf=predictor.conf)
+    depth_in, source_kwargs = _open_depth(depth, intrinsics, source, source_kwargs)  # before the model loads
+    predictor = _load_predictor(model, source, source_kwargs, backend, conf, iou, imgsz)
+    tracker = _new_tracker(predictor) if track else None
     if save_video and out is None:
         out = Path("runs/edge")
-    fit = _Fit()
-    # the frame's letterbox happens where the frame is read (the capture thread), the model in this thread, and
-    # the rest (post-processing, tracking, outputs) in the sink's thread: three frames in flight (edge/sink.py)
-    prepare = (lambda image: fit(image, predictor.prepare)) if predictor.staged else (lambda image: fit(image, None))
+    prepare = _prepare_step(predictor)
     src = FrameSource(source, **{"prepare": prepare, **(source_kwargs or {})})
     writer = _JsonlWriter(Path(jsonl)) if jsonl else None
     drawn = _AnnotatedOutput(Path(out), save_video, source, src.fps, tracker is not None) if out is not None else None
-    n = apples = named_skips = submitted = size_changes = 0
-    size = None
-    stopped_by = None
-    fps = _FpsMeter()
+    finish = _FrameFinisher(predictor, src, tracker, depth_in, writer, drawn, polygons, quiet)
+    sink = FrameSink(finish, threaded=predictor.staged and pipelined(), depth=predictor.frames_at_once + 1)
+    infer = Inference(predictor)
+    t_start = time.perf_counter()
+    stopped_by, named_skips = _frame_loop(src, prepare, infer, sink, finish, max_frames, quiet)
+    elapsed = time.perf_counter() - t_start
+    _name_skips(src, named_skips, quiet, final=True)
+    return _summary(model, predictor, src, finish, stopped_by, elapsed, out, jsonl)
 
-    def finish(item) -> None:  # one frame's last stage, in order (the sink's thread, or inline)
-        nonlocal n, apples, size, size_changes
+
+def _open_depth(depth: str | None, intrinsics: Path | None, source: str, source_kwargs: dict | None):
+    """(the aligned depth input or None, ``source_kwargs`` with what the depth input needs from the source).
+    Called before the model loads: a wrong path is one line, at once."""
+    from pomona.edge.depth import open_depth
+
+    depth_in = open_depth(depth, intrinsics, source)
+    if depth_in is not None:
+        source_kwargs = {**(source_kwargs or {}), **depth_in.source_kwargs}
+    return depth_in, source_kwargs
+
+
+def _load_predictor(model: str | Path, source: str, source_kwargs: dict | None, backend: str, conf: float,
+                    iou: float, imgsz: int | None) -> Predictor:
+    """The model, batching as many frames at once as suits a live or a recorded source."""
+    kw = source_kwargs or {}
+    live = is_live(source, kw.get("live"), kw.get("opener"))
+    return Predictor(model, backend=backend, conf=conf, iou=iou, imgsz=imgsz, frames_at_once=frames_at_once(live))
+
+
+def _new_tracker(predictor: Predictor):
+    """An apple tracker whose track-starting threshold follows the model's --conf (edge/tracking.py says why)."""
+    from pomona.edge.tracking import AppleTracker
+
+    return AppleTracker(detection_conf=predictor.conf)
+
+
+def _prepare_step(predictor: Predictor):
+    """The per-frame step the source runs as it reads: fit to MAX_SIDE, then the model's own ``prepare`` if staged."""
+    fit = _Fit()
+    # the frame's letterbox happens where the frame is read (the capture thread), the model in this thread, and
+    # the rest (post-processing, tracking, outputs) in the sink's thread: three frames in flight (edge/sink.py)
+    return (lambda image: fit(image, predictor.prepare)) if predictor.staged else (lambda image: fit(image, None))
+
+
+class _FrameFinisher:
+    """One frame's last stage, in order (the sink's thread, or inline): post-processing, tracking, depth targets,
+    JSONL, annotated output, live FPS; counts what it saw for the summary."""
+
+    def __init__(self, predictor: Predictor, src: FrameSource, tracker, depth_in, writer: _JsonlWriter | None,
+                 drawn: _AnnotatedOutput | None, polygons: bool, quiet: bool):
+        self.predictor, self.src, self.tracker, self.depth_in = predictor, src, tracker, depth_in
+        self.writer, self.drawn, self.polygons, self.quiet = writer, drawn, polygons, quiet
+        self.n = self.apples = self.size_changes = 0
+        self.size = None
+        self.fps = _FpsMeter()
+
+    def __call__(self, item) -> None:
         frame, image, scale, result = item
         result = Inference.result_of(result)
-        if size is not None and image.shape[:2] != size:  # a camera that switched mode mid-stream: said, counted
-            size_changes += 1
-            print(f"\rpomona: frame size changed from {size[1]}x{size[0]} to {image.shape[1]}x{image.shape[0]} "
-                  f"at frame {frame.index}".ljust(60), file=sys.stderr)
-        size = image.shape[:2]
+        self._note_size(image, frame.index)
+        predictor, tracker, depth_in = self.predictor, self.tracker, self.depth_in
         inst = predictor.finish(result) if predictor.staged else result
         if tracker is not None:
             inst = tracker.update(inst)
         if depth_in is not None:
             inst = depth_in.add_targets(frame, inst, scale)
-        apples += len(inst)
-        if writer is not None:
-            extra = {"scale": scale} if scale != 1.0 else {}
-            if tracker is not None:
-                extra["distinct_apples"] = tracker.count
-            if src.live:
-                extra["dropped"] = src.dropped
-            timings = predictor.last_timings if depth_in is None else {**predictor.last_timings,
-                                                                       **depth_in.last_timings}
-            writer.write(frame_record(frame.index, frame.timestamp, inst, frame.name, timings, polygons, extra))
-        if drawn is not None:
-            drawn.write(image, inst, frame.name)
-        n += 1
-        if not quiet and fps.tick(n):
-            _progress(n, fps.fps, len(inst), tracker, src)
+        self.apples += len(inst)
+        if self.writer is not None:
+            self._write_record(frame, inst, scale)
+        if self.drawn is not None:
+            self.drawn.write(image, inst, frame.name)
+        self.n += 1
+        if not self.quiet and self.fps.tick(self.n):
+            _progress(self.n, self.fps.fps, len(inst), tracker, self.src)
 
-    sink = FrameSink(finish, threaded=predictor.staged and pipelined(), depth=predictor.frames_at_once + 1)
-    infer = Inference(predictor)
-    t_start = time.perf_counter()
+    def _note_size(self, image: np.ndarray, index: int) -> None:
+        size = self.size
+        if size is not None and image.shape[:2] != size:  # a camera that switched mode mid-stream: said, counted
+            self.size_changes += 1
+            print(f"\rpomona: frame size changed from {size[1]}x{size[0]} to {image.shape[1]}x{image.shape[0]} "
+                  f"at frame {index}".ljust(60), file=sys.stderr)
+        self.size = image.shape[:2]
+
+    def _write_record(self, frame, inst: Instances, scale: float) -> None:
+        extra = {"scale": scale} if scale != 1.0 else {}
+        if self.tracker is not None:
+            extra["distinct_apples"] = self.tracker.count
+        if self.src.live:
+            extra["dropped"] = self.src.dropped
+        timings = self.predictor.last_timings if self.depth_in is None else {**self.predictor.last_timings,
+                                                                             **self.depth_in.last_timings}
+        self.writer.write(frame_record(frame.index, frame.timestamp, inst, frame.name, timings, self.polygons, extra))
+
+    def close(self) -> None:
+        """The depth input and the outputs, in that order."""
+        if self.depth_in is not None:
+            self.depth_in.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.drawn is not None:
+            self.drawn.close()
+
+
+def _frame_loop(src: FrameSource, prepare, infer: Inference, sink: FrameSink, finish: _FrameFinisher,
+                max_frames: int | None, quiet: bool) -> tuple[str | None, int]:
+    """Frames from ``src`` through the model into ``sink`` until the source ends, ``max_frames``, Ctrl-C or
+    SIGTERM; everything closed on the way out. Returns (the signal that stopped it or None, skipped files named)."""
+    submitted = named_skips = 0
+    stopped_by = None
     with _sigterm_ends_run() as signalled, steady_heap(), opencv_in_one_thread():
         try:
             for frame in src:
@@ -276,29 +334,35 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
             stopped_by = signalled[0] if signalled else "SIGINT"
             sink.close()
         finally:
-            with contextlib.suppress(Exception):  # already ending with an error: that one is the run's
-                sink.close()
-            infer.close()
-            if not quiet and fps.n_last:  # end the live FPS line, so an error or the summary starts a line
-                print("", file=sys.stderr)
-            src.close()
-            if depth_in is not None:
-                depth_in.close()
-            if writer is not None:
-                writer.close()
-            if drawn is not None:
-                drawn.close()
-    elapsed = time.perf_counter() - t_start
-    _name_skips(src, named_skips, quiet, final=True)
-    summary = {"frames": n, "apples": apples, "fps": round(n / elapsed, 2) if elapsed > 0 else 0.0,
-               "dropped": src.dropped, "reconnects": src.reconnects, "size_changes": size_changes,
+            _close_after_loop(src, infer, sink, finish, quiet)
+    return stopped_by, named_skips
+
+
+def _close_after_loop(src: FrameSource, infer: Inference, sink: FrameSink, finish: _FrameFinisher,
+                      quiet: bool) -> None:
+    """Sink, inference, source and outputs closed in this order, whatever ended the loop."""
+    with contextlib.suppress(Exception):  # already ending with an error: that one is the run's
+        sink.close()
+    infer.close()
+    if not quiet and finish.fps.n_last:  # end the live FPS line, so an error or the summary starts a line
+        print("", file=sys.stderr)
+    src.close()
+    finish.close()
+
+
+def _summary(model: str | Path, predictor: Predictor, src: FrameSource, finish: _FrameFinisher,
+             stopped_by: str | None, elapsed: float, out: Path | None, jsonl: Path | None) -> dict:
+    """What ``run`` returns: counts, rate, how it ended, the runtime used and where the outputs went."""
+    n = finish.n
+    summary = {"frames": n, "apples": finish.apples, "fps": round(n / elapsed, 2) if elapsed > 0 else 0.0,
+               "dropped": src.dropped, "reconnects": src.reconnects, "size_changes": finish.size_changes,
                "interrupted": stopped_by is not None,
                "signal": stopped_by, "skipped": src.skipped, "skipped_files": [f for f, _ in src.skipped_files],
                "backend": predictor.backend_name, "device": predictor.device, "model": str(model)}
-    if tracker is not None:
-        summary["distinct_apples"] = tracker.count
-    if drawn is not None and drawn.video is not None:
-        summary["video"] = str(drawn.video_path)
+    if finish.tracker is not None:
+        summary["distinct_apples"] = finish.tracker.count
+    if finish.drawn is not None and finish.drawn.video is not None:
+        summary["video"] = str(finish.drawn.video_path)
     elif out is not None:
         summary["out"] = str(out)
     if jsonl:
