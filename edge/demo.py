@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -562,6 +563,22 @@ def build_app(model: str | Path | None = None, runs: Path = Path("runs")):
     except ImportError:
         raise PomonaError("the demo needs Gradio, which this install lacks: pip install 'pomona[demo]'") from None
 
+    cache, chosen = _load_model(model)
+    models = [str(p) for p in find_models(chosen, runs)]
+
+    with gr.Blocks(title="pomona: apples in the field", analytics_enabled=False) as app:
+        shared = _header_and_model_controls(models, chosen)
+        image = _image_tab()
+        video = _video_tab()
+        rgbd = _rgbd_tab()
+        cam = _webcam_tab()
+        _wire_events(cache, shared, image, video, rgbd, cam)
+    app.pomona_cache = cache  # tests and callers reach the loaded predictors through the app
+    return app
+
+
+def _load_model(model: str | Path | None) -> tuple[PredictorCache, Path]:
+    """(a cache holding ``model`` loaded and warmed up, its path); PomonaError when it is missing or unsupported."""
     from pomona.models import resolve_model
 
     chosen = resolve_model(model) if model is not None else default_model()
@@ -572,106 +589,141 @@ def build_app(model: str | Path | None = None, runs: Path = Path("runs")):
     cache = PredictorCache()
     predictor = cache.get(chosen, 0.25, 0.7)  # load now: a bad model is reported by the CLI, not by the page
     _warm_up(cache, predictor)
-    models = [str(p) for p in find_models(chosen, runs)]
+    return cache, chosen
 
-    with gr.Blocks(title="pomona: apples in the field", analytics_enabled=False) as app:
-        gr.Markdown(
-            "## pomona: apple instance segmentation\n"
-            "A YOLO11-seg model trained only on synthetic, automatically labelled orchards, running on pomona's "
-            "edge runtime (the same code as on the robot). Nothing leaves this machine."
-        )
+
+def _header_and_model_controls(models: list[str], chosen: Path) -> SimpleNamespace:
+    """The page's title text and the model, confidence and IoU controls every tab uses."""
+    import gradio as gr
+
+    gr.Markdown(
+        "## pomona: apple instance segmentation\n"
+        "A YOLO11-seg model trained only on synthetic, automatically labelled orchards, running on pomona's "
+        "edge runtime (the same code as on the robot). Nothing leaves this machine."
+    )
+    with gr.Row():
+        model_box = gr.Dropdown(models, value=str(chosen), label="Model", allow_custom_value=False, scale=3)
+        conf = gr.Slider(0.01, 0.95, value=0.25, step=0.01, label="Confidence threshold", scale=2)
+        iou = gr.Slider(0.1, 0.95, value=0.7, step=0.05, label="NMS IoU", scale=2)
+    return SimpleNamespace(model_box=model_box, conf=conf, iou=iou)
+
+
+def _image_tab() -> SimpleNamespace:
+    """One orchard photo in; the drawn photo, count, latency, table and downloads out."""
+    import gradio as gr
+
+    with gr.Tab("Image"):
         with gr.Row():
-            model_box = gr.Dropdown(models, value=str(chosen), label="Model", allow_custom_value=False, scale=3)
-            conf = gr.Slider(0.01, 0.95, value=0.25, step=0.01, label="Confidence threshold", scale=2)
-            iou = gr.Slider(0.1, 0.95, value=0.7, step=0.05, label="NMS IoU", scale=2)
+            image_in = checked_image(type="filepath", label="Orchard photo", sources=["upload", "clipboard"],
+                                     elem_id="image-in")
+            image_out = gr.Image(type="filepath", label="Apples found", format="jpeg", elem_id="image-out",
+                                 interactive=False)
+        image_btn = gr.Button("Detect apples", variant="primary", elem_id="detect-image")
+        with gr.Row():
+            image_count = gr.Number(label="Apples", precision=0, interactive=False, elem_id="image-count")
+            image_latency = gr.Textbox(label="Latency", interactive=False, elem_id="image-latency", scale=3)
+        image_table = gr.Dataframe(headers=TABLE_COLUMNS, label="Detected apples", interactive=False,
+                                   elem_id="image-table")
+        image_files = gr.File(label="Downloads (JSON Lines, COCO JSON)", file_count="multiple",
+                              interactive=False)
+        examples = [[str(p)] for p in example_images()]
+        if examples:
+            gr.Examples(examples, inputs=[image_in], label="Procedural orchard examples")
+    return SimpleNamespace(button=image_btn, inputs=[image_in],
+                           outputs=[image_out, image_count, image_latency, image_table, image_files])
 
-        with gr.Tab("Image"):
-            with gr.Row():
-                image_in = checked_image(type="filepath", label="Orchard photo", sources=["upload", "clipboard"],
-                                    elem_id="image-in")
-                image_out = gr.Image(type="filepath", label="Apples found", format="jpeg", elem_id="image-out",
-                                     interactive=False)
-            image_btn = gr.Button("Detect apples", variant="primary", elem_id="detect-image")
-            with gr.Row():
-                image_count = gr.Number(label="Apples", precision=0, interactive=False, elem_id="image-count")
-                image_latency = gr.Textbox(label="Latency", interactive=False, elem_id="image-latency", scale=3)
-            image_table = gr.Dataframe(headers=TABLE_COLUMNS, label="Detected apples", interactive=False,
-                                       elem_id="image-table")
-            image_files = gr.File(label="Downloads (JSON Lines, COCO JSON)", file_count="multiple",
-                                  interactive=False)
-            examples = [[str(p)] for p in example_images()]
-            if examples:
-                gr.Examples(examples, inputs=[image_in], label="Procedural orchard examples")
 
-        with gr.Tab("Video file"):
-            with gr.Row():
-                video_in = gr.Video(label="Drive-by clip", sources=["upload"], elem_id="video-in")
-                video_out = gr.Video(label="Tracked apples", interactive=False, elem_id="video-out")
-            video_btn = gr.Button("Detect and track apples", variant="primary", elem_id="detect-video")
-            with gr.Row():
-                video_count = gr.Number(label="Distinct apples (tracked)", precision=0, interactive=False)
-                video_latency = gr.Textbox(label="Latency", interactive=False, scale=3)
-            video_table = gr.Dataframe(headers=TRACK_COLUMNS, label="Tracked apples", interactive=False)
-            video_files = gr.File(label="Downloads (annotated video, JSON Lines, COCO JSON)", file_count="multiple",
-                                  interactive=False)
-            clips = [[str(p)] for p in example_videos()]
-            if clips:
-                gr.Examples(clips, inputs=[video_in], label="Procedural drive-by example")
+def _video_tab() -> SimpleNamespace:
+    """One drive-by clip in; the tracked clip, distinct count, latency, track table and downloads out."""
+    import gradio as gr
 
-        with gr.Tab("RGB-D (picking targets)"):
-            gr.Markdown("A colour image and its aligned depth (16-bit PNG, millimetres, 0 = no depth), with the "
-                        "camera's intrinsics: each apple's 3D centre, diameter and picking point (camera frame, metres).")
-            with gr.Row():
-                rgbd_in = checked_image(type="filepath", label="Colour image", sources=["upload"], elem_id="rgbd-in")
-                rgbd_out = gr.Image(type="filepath", label="Apples found", format="jpeg", interactive=False)
-            with gr.Row():
-                depth_in = gr.File(label="Aligned depth (16-bit PNG, mm)", file_types=[".png", ".tif", ".tiff"],
-                                   type="filepath", elem_id="depth-in")
-                intr_in = gr.File(label="Intrinsics JSON (fx, fy, cx, cy) or renderer manifest.jsonl",
-                                  file_types=[".json", ".jsonl"], type="filepath")
-            with gr.Row():
-                fx_in, fy_in = gr.Number(label="fx (px)", value=None), gr.Number(label="fy (px)", value=None)
-                cx_in, cy_in = gr.Number(label="cx (px)", value=None), gr.Number(label="cy (px)", value=None)
-            rgbd_btn = gr.Button("Detect apples and measure them", variant="primary", elem_id="detect-rgbd")
-            with gr.Row():
-                rgbd_count = gr.Number(label="Apples", precision=0, interactive=False)
-                rgbd_latency = gr.Textbox(label="Latency", interactive=False, scale=3)
-            rgbd_table_out = gr.Dataframe(headers=RGBD_COLUMNS, label="Picking targets", interactive=False)
-            rgbd_files = gr.File(label="Download (JSON Lines)", file_count="multiple", interactive=False)
+    with gr.Tab("Video file"):
+        with gr.Row():
+            video_in = gr.Video(label="Drive-by clip", sources=["upload"], elem_id="video-in")
+            video_out = gr.Video(label="Tracked apples", interactive=False, elem_id="video-out")
+        video_btn = gr.Button("Detect and track apples", variant="primary", elem_id="detect-video")
+        with gr.Row():
+            video_count = gr.Number(label="Distinct apples (tracked)", precision=0, interactive=False)
+            video_latency = gr.Textbox(label="Latency", interactive=False, scale=3)
+        video_table = gr.Dataframe(headers=TRACK_COLUMNS, label="Tracked apples", interactive=False)
+        video_files = gr.File(label="Downloads (annotated video, JSON Lines, COCO JSON)", file_count="multiple",
+                              interactive=False)
+        clips = [[str(p)] for p in example_videos()]
+        if clips:
+            gr.Examples(clips, inputs=[video_in], label="Procedural drive-by example")
+    return SimpleNamespace(button=video_btn, inputs=[video_in],
+                           outputs=[video_out, video_count, video_latency, video_table, video_files])
 
-        with gr.Tab("Live webcam"):
-            gr.Markdown("Frames from this browser's camera go to the runtime on this machine and come back drawn.")
-            with gr.Row():
-                cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
-                cam_out = gr.Image(label="Apples found", interactive=False, streaming=True)
-            with gr.Row():
-                cam_count = gr.Number(label="Apples in view", precision=0, interactive=False)
-                cam_latency = gr.Textbox(label="Latency", interactive=False, scale=3)
-            cam_tracker = gr.State(None)
 
-        def run_image(path, model_name, c, i):
-            return detect_image(cache, path, model_name, c, i)
+def _rgbd_tab() -> SimpleNamespace:
+    """Colour image, aligned depth and intrinsics (a file or typed in) in; picking targets out."""
+    import gradio as gr
 
-        def run_video(path, model_name, c, i, progress=gr.Progress()):
-            return detect_video(cache, path, model_name, c, i, progress)
+    with gr.Tab("RGB-D (picking targets)"):
+        gr.Markdown("A colour image and its aligned depth (16-bit PNG, millimetres, 0 = no depth), with the "
+                    "camera's intrinsics: each apple's 3D centre, diameter and picking point (camera frame, metres).")
+        with gr.Row():
+            rgbd_in = checked_image(type="filepath", label="Colour image", sources=["upload"], elem_id="rgbd-in")
+            rgbd_out = gr.Image(type="filepath", label="Apples found", format="jpeg", interactive=False)
+        with gr.Row():
+            depth_in = gr.File(label="Aligned depth (16-bit PNG, mm)", file_types=[".png", ".tif", ".tiff"],
+                               type="filepath", elem_id="depth-in")
+            intr_in = gr.File(label="Intrinsics JSON (fx, fy, cx, cy) or renderer manifest.jsonl",
+                              file_types=[".json", ".jsonl"], type="filepath")
+        with gr.Row():
+            fx_in, fy_in = gr.Number(label="fx (px)", value=None), gr.Number(label="fy (px)", value=None)
+            cx_in, cy_in = gr.Number(label="cx (px)", value=None), gr.Number(label="cy (px)", value=None)
+        rgbd_btn = gr.Button("Detect apples and measure them", variant="primary", elem_id="detect-rgbd")
+        with gr.Row():
+            rgbd_count = gr.Number(label="Apples", precision=0, interactive=False)
+            rgbd_latency = gr.Textbox(label="Latency", interactive=False, scale=3)
+        rgbd_table_out = gr.Dataframe(headers=RGBD_COLUMNS, label="Picking targets", interactive=False)
+        rgbd_files = gr.File(label="Download (JSON Lines)", file_count="multiple", interactive=False)
+    return SimpleNamespace(button=rgbd_btn, inputs=[rgbd_in, depth_in, intr_in, fx_in, fy_in, cx_in, cy_in],
+                           outputs=[rgbd_out, rgbd_count, rgbd_latency, rgbd_table_out, rgbd_files])
 
-        def run_rgbd(path, depth_path, intr_path, fx, fy, cx, cy, model_name, c, i):
-            return detect_rgbd(cache, path, depth_path, intr_path, fx, fy, cx, cy, model_name, c, i)
 
-        def run_webcam(frame, model_name, c, i, tracker):
-            return detect_webcam(cache, frame, model_name, c, i, tracker)
+def _webcam_tab() -> SimpleNamespace:
+    """The browser's camera streamed in, drawn frames and a per-session tracker (a gr.State) out."""
+    import gradio as gr
 
-        image_btn.click(run_image, [image_in, model_box, conf, iou],
-                        [image_out, image_count, image_latency, image_table, image_files], api_name="detect_image")
-        rgbd_btn.click(run_rgbd, [rgbd_in, depth_in, intr_in, fx_in, fy_in, cx_in, cy_in, model_box, conf, iou],
-                       [rgbd_out, rgbd_count, rgbd_latency, rgbd_table_out, rgbd_files], api_name="detect_rgbd")
-        video_btn.click(run_video, [video_in, model_box, conf, iou],
-                        [video_out, video_count, video_latency, video_table, video_files], api_name="detect_video")
-        cam_in.stream(run_webcam, [cam_in, model_box, conf, iou, cam_tracker],
-                      [cam_out, cam_count, cam_latency, cam_tracker], api_name="detect_webcam",
-                      stream_every=0.2, concurrency_limit=1)
-    app.pomona_cache = cache  # tests and callers reach the loaded predictors through the app
-    return app
+    with gr.Tab("Live webcam"):
+        gr.Markdown("Frames from this browser's camera go to the runtime on this machine and come back drawn.")
+        with gr.Row():
+            cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+            cam_out = gr.Image(label="Apples found", interactive=False, streaming=True)
+        with gr.Row():
+            cam_count = gr.Number(label="Apples in view", precision=0, interactive=False)
+            cam_latency = gr.Textbox(label="Latency", interactive=False, scale=3)
+        cam_tracker = gr.State(None)
+    return SimpleNamespace(inp=cam_in, out=cam_out, count=cam_count, latency=cam_latency, tracker=cam_tracker)
+
+
+def _wire_events(cache: PredictorCache, shared: SimpleNamespace, image: SimpleNamespace, video: SimpleNamespace,
+                 rgbd: SimpleNamespace, cam: SimpleNamespace) -> None:
+    """Each tab's button (the webcam's stream) to its detect_* function, with the shared model controls.
+    Registered in this order: image, RGB-D, video, webcam."""
+    import gradio as gr
+
+    def run_image(path, model_name, c, i):
+        return detect_image(cache, path, model_name, c, i)
+
+    def run_video(path, model_name, c, i, progress=gr.Progress()):
+        return detect_video(cache, path, model_name, c, i, progress)
+
+    def run_rgbd(path, depth_path, intr_path, fx, fy, cx, cy, model_name, c, i):
+        return detect_rgbd(cache, path, depth_path, intr_path, fx, fy, cx, cy, model_name, c, i)
+
+    def run_webcam(frame, model_name, c, i, tracker):
+        return detect_webcam(cache, frame, model_name, c, i, tracker)
+
+    model_box, conf, iou = shared.model_box, shared.conf, shared.iou
+    image.button.click(run_image, [*image.inputs, model_box, conf, iou], image.outputs, api_name="detect_image")
+    rgbd.button.click(run_rgbd, [*rgbd.inputs, model_box, conf, iou], rgbd.outputs, api_name="detect_rgbd")
+    video.button.click(run_video, [*video.inputs, model_box, conf, iou], video.outputs, api_name="detect_video")
+    cam.inp.stream(run_webcam, [cam.inp, model_box, conf, iou, cam.tracker],
+                   [cam.out, cam.count, cam.latency, cam.tracker], api_name="detect_webcam",
+                   stream_every=0.2, concurrency_limit=1)
 
 
 def exposure_warning(host: str) -> str | None:
