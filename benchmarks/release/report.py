@@ -71,7 +71,9 @@ def main(runs: Path = Path("runs/release")) -> None:
             "continues a model on 800 freshly rendered images (seeds never used in its history); the gate compares the "
             "candidate with its base on the 144 real dev photos, both measured in the same run, and ships it only when it "
             "is ahead by more than the noise. Hours are wall time on the 2-core machine, shared with other jobs in some runs.\n\n"
-            + table(rows) + "\n![release chunks](release.png)\n")
+            + table(rows) + "\n![release chunks](release.png)\n\n"
+            "Levers that need no training (weight soups of these chunks, a larger input size): `levers.md` "
+            "(`python benchmarks/release/levers.py`).\n")
     (HERE / "results.md").write_text(text)
     print(text)
 
