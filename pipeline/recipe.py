@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -49,6 +50,9 @@ def default_real() -> Path | None:
     return None
 
 
+_SECTIONS = ("generate", "annotate", "split", "train", "evaluate", "export")
+
+
 def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = None, overrides: dict | None = None,
                **shorthand) -> Path:
     """Run every stage of a recipe into ``out``; returns the path of report.md.
@@ -56,16 +60,39 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     ``overrides`` sets keys per section, e.g. ``{"generate": {"disable": ["blur"]}}``; ``shorthand``
     replaces a key wherever a section has it (``n=40``, ``epochs=1``, ``imgsz=256``); None is ignored.
     """
-    from pomona.pipeline.annotate import annotate
-    from pomona.pipeline.evaluate import evaluate_model
-    from pomona.pipeline.generate import generate_procedural
-    from pomona.pipeline.prompts import load_prompts
-    from pomona.pipeline.split import split
-    from pomona.pipeline.train import train
-
+    _import_stages()
     recipe = load_recipe(name)
     out = Path(out or Path("runs") / recipe["_name"])
-    sections = {k: dict(recipe.get(k) or {}) for k in ("generate", "annotate", "split", "train", "evaluate", "export")}
+    sections = _merge_sections(recipe, overrides, shorthand)
+    real = _real_data(real)
+
+    run = _Run(recipe["_name"])
+    data = _clean_run_folder(out)
+    _generate_stage(run, data, sections["generate"])
+    _annotate_stage(run, data, sections["annotate"])
+    sp = _split_stage(run, data, sections["split"])
+    best = _train_stage(run, sp.data_yaml, out, sections["train"])
+    # Evaluate (and export) at the size trained at unless the recipe says otherwise.
+    imgsz = int(sections["evaluate"].get("imgsz", sections["train"].get("imgsz", 320)))
+    _evaluate_stage(run, best, sp.data_yaml, real, imgsz, out)
+    _export_stage(run, best, imgsz, sections["export"])
+    return _finish(run, out, real)
+
+
+def _import_stages() -> None:
+    """Import every stage's module before anything else: a broken install fails before the run clears its
+    folder, and no stage's time includes loading them."""
+    from pomona.pipeline.annotate import annotate  # noqa: F401
+    from pomona.pipeline.evaluate import evaluate_model  # noqa: F401
+    from pomona.pipeline.generate import generate_procedural  # noqa: F401
+    from pomona.pipeline.prompts import load_prompts  # noqa: F401
+    from pomona.pipeline.split import split  # noqa: F401
+    from pomona.pipeline.train import train  # noqa: F401
+
+
+def _merge_sections(recipe: dict, overrides: dict | None, shorthand: dict) -> dict[str, dict]:
+    """The recipe's sections with the shorthand keys, then the per-section overrides, applied."""
+    sections = {k: dict(recipe.get(k) or {}) for k in _SECTIONS}
     for key, value in shorthand.items():
         if value is None:
             continue
@@ -76,72 +103,114 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
         if section not in sections:
             raise PomonaError(f"unknown recipe section '{section}' (known: {', '.join(sections)})")
         sections[section].update(values)
+    return sections
+
+
+def _real_data(real: Path | None) -> Path | None:
+    """The real photos' data.yaml: the one given (which must exist), else the dev photos if found."""
     if real is not None and not Path(real).exists():
         raise PomonaError(f"--real data.yaml not found: {real}")
-    real = Path(real) if real else default_real()
+    return Path(real) if real else default_real()
 
-    console = Console(stderr=True)
-    timings: dict[str, float] = {}
-    results: dict = {"recipe": recipe["_name"], "pomona_version": __version__}
+
+class _Run:
+    """One recipe run's console, wall time per stage and results (results.json), in the order they happen."""
+
+    def __init__(self, recipe_name: str):
+        self.console = Console(stderr=True)
+        self.timings: dict[str, float] = {}
+        self.results: dict = {"recipe": recipe_name, "pomona_version": __version__}
+
+    @contextmanager
+    def stage(self, key: str, label: str):
+        """Announce a stage and time it into ``timings[key]`` (not recorded if the stage raises)."""
+        self.console.rule(f"[bold]{label}")
+        t = time.perf_counter()
+        yield
+        self.timings[key] = time.perf_counter() - t
+
+
+def _clean_run_folder(out: Path) -> Path:
     data = out / "data"
-
-    def stage(label: str):
-        console.rule(f"[bold]{label}")
-        return time.perf_counter()
-
     if data.exists():
         shutil.rmtree(data)  # a recipe run owns its folder: start from a clean dataset
     out.mkdir(parents=True, exist_ok=True)
+    return data
 
-    g = sections["generate"]
-    t = stage(f"1/6 generate {g.get('n', 100)} procedural images")
-    size = g.get("size", 640)
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    gen = generate_procedural(data, int(g.get("n", 100)), size, int(g.get("seed", 0)),
-                              load_prompts(g.get("prompts")), g.get("workers"), frozenset(g.get("disable", ())))
-    timings["generate"] = time.perf_counter() - t
-    results["generate"] = {"images": gen.images, "apples": gen.instances, "images_per_s": gen.images / max(gen.seconds, 1e-9)}
 
-    t = stage("2/6 annotate")
-    annotate(data, **sections["annotate"])
-    timings["annotate"] = time.perf_counter() - t
+def _generate_stage(run: _Run, data: Path, g: dict) -> None:
+    from pomona.pipeline.generate import generate_procedural
+    from pomona.pipeline.prompts import load_prompts
 
-    t = stage("3/6 split")
-    sp = split([data], **sections["split"])
-    timings["split"] = time.perf_counter() - t
-    results["split"] = sp.counts
+    with run.stage("generate", f"1/6 generate {g.get('n', 100)} procedural images"):
+        size = g.get("size", 640)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        gen = generate_procedural(data, int(g.get("n", 100)), size, int(g.get("seed", 0)),
+                                  load_prompts(g.get("prompts")), g.get("workers"), frozenset(g.get("disable", ())))
+    run.results["generate"] = {"images": gen.images, "apples": gen.instances, "images_per_s": gen.images / max(gen.seconds, 1e-9)}
 
-    tr = sections["train"]
-    average_last = int(tr.pop("average_last", 0) or 0)
-    t = stage(f"4/6 train {tr.get('model', 'yolo11n-seg.yaml')} for {tr.get('epochs', 30)} epochs")
-    results["train_from"] = str(tr.get("model", "yolo11n-seg.yaml"))
-    best = train(sp.data_yaml, out=out, **tr)
-    if average_last > 1:
-        from pomona.pipeline.average import average_last_epochs
 
-        best, epochs = average_last_epochs(out, average_last)
-        results["averaged_epochs"] = epochs
-    timings["train"] = time.perf_counter() - t
+def _annotate_stage(run: _Run, data: Path, section: dict) -> None:
+    from pomona.pipeline.annotate import annotate
 
-    ev = sections["evaluate"]
-    imgsz = int(ev.get("imgsz", tr.get("imgsz", 320)))
-    t = stage("5/6 evaluate (synthetic val" + (", real dev photos)" if real else ")"))
-    results["synthetic_val"] = evaluate_model(best, sp.data_yaml, "val", imgsz, out / "eval-synthetic-val")
-    if real:
-        results["real_dev"] = evaluate_model(best, real, "val", imgsz, out / "eval-real-dev")
-    timings["evaluate"] = time.perf_counter() - t
+    with run.stage("annotate", "2/6 annotate"):
+        annotate(data, **section)
 
-    ex = sections["export"]
-    if not ex.get("skip"):
-        t = stage("6/6 export to ONNX + parity check")
-        results["export"] = _export(best, imgsz, ex)
-        timings["export"] = time.perf_counter() - t
 
-    results["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    results["seconds"]["total"] = round(sum(timings.values()), 1)
+def _split_stage(run: _Run, data: Path, section: dict):
+    from pomona.pipeline.split import split
+
+    with run.stage("split", "3/6 split"):
+        sp = split([data], **section)
+    run.results["split"] = sp.counts
+    return sp
+
+
+def _train_stage(run: _Run, data_yaml: Path, out: Path, tr: dict) -> Path:
+    """Train; with ``average_last`` > 1 the model is the weight average of the last epochs (timed as training)."""
+    from pomona.pipeline.train import train
+
+    average_last = int(tr.pop("average_last", 0) or 0)  # a recipe key, not a train() argument
+    with run.stage("train", f"4/6 train {tr.get('model', 'yolo11n-seg.yaml')} for {tr.get('epochs', 30)} epochs"):
+        run.results["train_from"] = str(tr.get("model", "yolo11n-seg.yaml"))
+        best = train(data_yaml, out=out, **tr)
+        if average_last > 1:
+            best = _average_stage(run, out, average_last)
+    return best
+
+
+def _average_stage(run: _Run, out: Path, last: int) -> Path:
+    from pomona.pipeline.average import average_last_epochs
+
+    best, epochs = average_last_epochs(out, last)
+    run.results["averaged_epochs"] = epochs
+    return best
+
+
+def _evaluate_stage(run: _Run, best: Path, data_yaml: Path, real: Path | None, imgsz: int, out: Path) -> None:
+    from pomona.pipeline.evaluate import evaluate_model
+
+    with run.stage("evaluate", "5/6 evaluate (synthetic val" + (", real dev photos)" if real else ")")):
+        run.results["synthetic_val"] = evaluate_model(best, data_yaml, "val", imgsz, out / "eval-synthetic-val")
+        if real:
+            run.results["real_dev"] = evaluate_model(best, real, "val", imgsz, out / "eval-real-dev")
+
+
+def _export_stage(run: _Run, best: Path, imgsz: int, ex: dict) -> None:
+    if ex.get("skip"):
+        return
+    with run.stage("export", "6/6 export to ONNX + parity check"):
+        run.results["export"] = _export(best, imgsz, ex)
+
+
+def _finish(run: _Run, out: Path, real: Path | None) -> Path:
+    """Stage times into the results; write results.json and report.md."""
+    results = run.results
+    results["seconds"] = {k: round(v, 1) for k, v in run.timings.items()}
+    results["seconds"]["total"] = round(sum(run.timings.values()), 1)
     atomic.write_json(out / "results.json", results)
     report = write_report(out, results, real)
-    console.rule(f"[bold green]done in {results['seconds']['total'] / 60:.1f} min: {report}")
+    run.console.rule(f"[bold green]done in {results['seconds']['total'] / 60:.1f} min: {report}")
     return report
 
 
