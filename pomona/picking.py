@@ -291,57 +291,81 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
     points, rays = points.astype(np.float32, copy=False), rays.astype(np.float32, copy=False)
     every = np.concatenate([valid, ray_valid], 1)
     w = every.astype(np.float32)  # plain least squares until the first robust step
-    ws = w[:, :p]
-    mean = (points * ws).sum(2).T / np.maximum(ws.sum(1), 1)[:, None]
-    radius = np.full(n, PRIOR_DIAMETER_MM / 2000, np.float32)
-    centre = mean + mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-9) * radius[:, None]
+    centre, radius = _start(points, w[:, :p])
     jac = np.empty((4, n, every.shape[1]), np.float32)  # d residual / d (cx, cy, cz, r) for every point and ray
     jac[3] = -1.0
-    ridge = 1e-9  # relative to the trace below; an apple without points keeps its start
     every_pt = np.concatenate([points, np.zeros_like(rays)], 2)  # surface points, then each ray's foot
-    scale = counted = None
+    robust = None
     for step in range(iterations):
         c = centre.T[:, :, None]
         np.multiply(rays, (rays * c).sum(0), out=every_pt[:, :, p:])  # each ray's point nearest the centre
         diff = every_pt - c
         dist = np.sqrt((diff * diff).sum(0))
         res = dist - radius[:, None]
-        if step in ROBUST_STEPS:  # each kind's centre and scale from the points the previous weights kept
-            kept = w > 0
-            mid_s = _row_median(res[:, :p], kept[:, :p], 0.0)
-            mid_o = _row_median(res[:, p:], kept[:, p:], 0.0)
-            # residuals about their median: a fit still pulled by a leaf has the apple's points off zero
-            # together, while the leaf's stand apart; the spread about zero would hide that
-            s_surf = np.fmax(1.4826 * _row_median(np.abs(res[:, :p] - mid_s[:, None]), kept[:, :p]), 5e-4)
-            s_out = np.fmax(1.4826 * _row_median(np.abs(res[:, p:] - mid_o[:, None]), kept[:, p:]),
-                            np.maximum(outline_floor, 1e-5))
-            sigma, mid = np.empty(res.shape, np.float32), np.empty(res.shape, np.float32)
-            sigma[:, :p], sigma[:, p:] = s_surf[:, None], s_out[:, None]
-            mid[:, :p], mid[:, p:] = mid_s[:, None], mid_o[:, None]
-            scale, counted = 4.685 * sigma, every / (sigma * sigma)
-        if scale is None:
-            w = every.astype(np.float32)
-        else:
-            t = np.minimum(np.abs(res - mid) / scale, 1.0)
-            mid *= 0.5  # the fit follows the kept points: their offset shrinks
-            t = 1 - t * t
-            w = t * t * counted  # Tukey's biweight over each kind's inverse variance
+        if step in ROBUST_STEPS:
+            robust = _Robust.estimate(res, w > 0, every, p, outline_floor)
+        w = every.astype(np.float32) if robust is None else robust.weights(res)
         np.multiply(diff, -1.0 / np.maximum(dist, 1e-9), out=jac[:3])
         # an apple is rarely a sphere: its outline is the sphere's, or inside it (an oval, a flat shoulder), so
         # rays outside the sphere count OUTLINE_EXPECTILE, rays inside 1 - OUTLINE_EXPECTILE (an upper expectile)
         w[:, p:] *= np.where(res[:, p:] > 0, 2 * OUTLINE_EXPECTILE, 2 - 2 * OUTLINE_EXPECTILE)
-        jw = (jac * w).transpose(1, 0, 2)
-        lhs = np.matmul(jw, jac.transpose(1, 2, 0)).astype(np.float64)
-        diagonal = lhs[:, range(4), range(4)]  # a ridge keeps it solvable when the kept points do not pin all
-        lhs[:, range(4), range(4)] = diagonal + ridge * (1.0 + diagonal.sum(1))[:, None]  # four unknowns (a
-        # sliver, a few outline points): those move least
-        delta = np.linalg.solve(lhs, -np.matmul(jw, res[..., None]).astype(np.float64))[..., 0]
-        # at most MAX_STEP_M per step: a cloud that barely constrains a sphere (a sliver) must not fling it away
-        np.clip(delta, -MAX_STEP_M, MAX_STEP_M, out=delta)
+        delta = _gauss_newton_step(jac, w, res)
         centre = (centre + delta[:, :3]).astype(np.float32)
         radius = np.clip(radius + delta[:, 3], lo, hi).astype(np.float32)
     inliers = (w[:, :p] > 0).sum(1) / np.maximum(valid.sum(1), 1)
     return centre.astype(np.float64), radius.astype(np.float64), inliers
+
+
+def _start(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A prior-sized apple (PRIOR_DIAMETER_MM) just behind the mean of each apple's surface points."""
+    mean = (points * weights).sum(2).T / np.maximum(weights.sum(1), 1)[:, None]
+    radius = np.full(len(mean), PRIOR_DIAMETER_MM / 2000, np.float32)
+    return mean + mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-9) * radius[:, None], radius
+
+
+@dataclass
+class _Robust:
+    """Each kind's (surface, outline) residual centre and scale per apple, and the Tukey weights over them."""
+
+    mid: np.ndarray  # (N, M) where each point's kind centres its residuals
+    scale: np.ndarray  # (N, M) Tukey's cut-off: 4.685 sigma of the point's kind
+    counted: np.ndarray  # (N, M) inverse variance of the point's kind (0 for padding)
+
+    @classmethod
+    def estimate(cls, res: np.ndarray, kept: np.ndarray, every: np.ndarray, p: int, outline_floor) -> "_Robust":
+        """From the residuals of the points the previous weights kept: surface points are the first ``p``."""
+        mid_s = _row_median(res[:, :p], kept[:, :p], 0.0)
+        mid_o = _row_median(res[:, p:], kept[:, p:], 0.0)
+        # residuals about their median: a fit still pulled by a leaf has the apple's points off zero
+        # together, while the leaf's stand apart; the spread about zero would hide that
+        s_surf = np.fmax(1.4826 * _row_median(np.abs(res[:, :p] - mid_s[:, None]), kept[:, :p]), 5e-4)
+        s_out = np.fmax(1.4826 * _row_median(np.abs(res[:, p:] - mid_o[:, None]), kept[:, p:]),
+                        np.maximum(outline_floor, 1e-5))
+        sigma, mid = np.empty(res.shape, np.float32), np.empty(res.shape, np.float32)
+        sigma[:, :p], sigma[:, p:] = s_surf[:, None], s_out[:, None]
+        mid[:, :p], mid[:, p:] = mid_s[:, None], mid_o[:, None]
+        return cls(mid, 4.685 * sigma, every / (sigma * sigma))
+
+    def weights(self, res: np.ndarray) -> np.ndarray:
+        t = np.minimum(np.abs(res - self.mid) / self.scale, 1.0)
+        self.mid *= 0.5  # the fit follows the kept points: their offset shrinks
+        t = 1 - t * t
+        return t * t * self.counted  # Tukey's biweight over each kind's inverse variance
+
+
+_RIDGE = 1e-9  # relative to the normal matrix's trace; an apple without points keeps its start
+
+
+def _gauss_newton_step(jac: np.ndarray, w: np.ndarray, res: np.ndarray) -> np.ndarray:
+    """(N, 4) weighted least-squares step in (cx, cy, cz, r), at most MAX_STEP_M in each."""
+    jw = (jac * w).transpose(1, 0, 2)
+    lhs = np.matmul(jw, jac.transpose(1, 2, 0)).astype(np.float64)
+    diagonal = lhs[:, range(4), range(4)]  # a ridge keeps it solvable when the kept points do not pin all four
+    lhs[:, range(4), range(4)] = diagonal + _RIDGE * (1.0 + diagonal.sum(1))[:, None]  # unknowns (a sliver, a
+    # few outline points): those move least
+    delta = np.linalg.solve(lhs, -np.matmul(jw, res[..., None]).astype(np.float64))[..., 0]
+    # at most MAX_STEP_M per step: a cloud that barely constrains a sphere (a sliver) must not fling it away
+    return np.clip(delta, -MAX_STEP_M, MAX_STEP_M, out=delta)
 
 
 def projected_disc_area(centre: np.ndarray, radius: np.ndarray, K: Intrinsics) -> np.ndarray:
