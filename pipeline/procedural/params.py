@@ -91,12 +91,33 @@ def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], disable: frozenset[str],
                   fov_range: tuple[float, float] = (12.0, 66.0)) -> dict:
-    """Draw every scene parameter; the prompt fixes some, ``disable`` freezes whole families."""
+    """Draw every scene parameter; the prompt fixes some, ``disable`` freezes whole families.
+
+    The steps run in a fixed order and each adds its keys to the dict in turn: the draws from ``rng`` and
+    the key order (the dict goes into manifest.jsonl as is) are what a seed's scene and manifest line are."""
     asked = parse_prompt(prompt)
     w, h = size
     prm: dict = {"prompt": prompt, "size": [int(w), int(h)], "disabled": sorted(disable), "asked": asked}
+    prm.update(_cultivar_colours(asked, rng, disable))
+    prm.update(_lighting(asked, rng, disable))
+    prm.update(_camera_geometry(asked, rng, w, disable, fov_range))
+    density, occlusion = _density_and_occlusion(asked, rng, disable)
+    # Parameters added after the first renderer draw from child streams of their own, so a seed's older
+    # draws stay as they were. Spawned always and in one order: switching one family off must not
+    # re-draw another family's parameters (the ablation compares scene for scene).
+    distractor_rng, detail_rng, shadow_rng = rng.spawn(3)
+    prm.update(_content(asked, rng, density, occlusion))
+    prm.update(_clutter(rng, distractor_rng, disable, prm["sky_fraction"]))
+    prm.update(_camera_effects(rng, detail_rng, disable))
+    if "lighting" in disable:
+        prm.update(shadow_strength=0.0, shadow_gap_m=0.0)
+    else:
+        prm.update(_canopy_shadows(shadow_rng, prm))
+    return prm
 
-    # --- cultivar and its colours -------------------------------------------------------------------
+
+def _cultivar_colours(asked: dict, rng: np.random.Generator, disable: frozenset[str]) -> dict:
+    """The cultivar and its apple colours (ground, blush, blush coverage, per-apple jitter)."""
     if "cultivar_colours" in disable:
         cultivar = "fuji"
     else:
@@ -106,18 +127,24 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
         ground = tuple(float(np.clip(c * rng.uniform(0.85, 1.15), 0.02, 1)) for c in ground)
         blush = tuple(float(np.clip(c * rng.uniform(0.8, 1.2), 0.02, 1)) for c in blush)
         coverage = float(np.clip(coverage * asked.get("blush_scale", 1.0) + rng.normal(0, 0.12), 0.0, 1.0))
-    prm.update(cultivar=cultivar, ground_bgr=list(ground), blush_bgr=list(blush), blush_coverage=float(coverage),
-               colour_jitter=0.0 if "cultivar_colours" in disable else float(rng.uniform(0.04, 0.12)))
+    return dict(cultivar=cultivar, ground_bgr=list(ground), blush_bgr=list(blush), blush_coverage=float(coverage),
+                colour_jitter=0.0 if "cultivar_colours" in disable else float(rng.uniform(0.04, 0.12)))
 
-    # --- light ---------------------------------------------------------------------------------------
+
+def _lighting(asked: dict, rng: np.random.Generator, disable: frozenset[str]) -> dict:
+    """The light's name, then its direction, strengths, tint and camera response (``_sample_light``)."""
     if "lighting" in disable:
         light = "sunny"
     else:
         light = asked.get("light") or str(rng.choice(LIGHTS, p=_LIGHT_WEIGHTS))
-    prm["light"] = light
+    prm = {"light": light}
     prm.update(_sample_light(light, rng, frozen="lighting" in disable))
+    return prm
 
-    # --- camera geometry -----------------------------------------------------------------------------
+
+def _camera_geometry(asked: dict, rng: np.random.Generator, w: int, disable: frozenset[str],
+                     fov_range: tuple[float, float]) -> dict:
+    """Field of view, focal length in pixels, distance to the row and an apple's size there."""
     # Fields of view down to 12 deg stand in for telephoto lenses and for tiles cropped from
     # high-resolution photos (how most orchard datasets are made): apples then fill 10-40% of the
     # frame, which a 24-66 deg camera alone almost never shows at harvest-robot distances.
@@ -127,50 +154,58 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
         distance = float(asked["distance_m"] * math.exp(rng.normal(0, 0.12)))
     else:
         distance = _loguniform(rng, 0.25, 3.0)
-    prm.update(fov_deg=fov, focal_px=float(focal), distance_m=distance,
-               apple_px_at_distance=float(focal * 0.078 / distance))
+    return dict(fov_deg=fov, focal_px=float(focal), distance_m=distance,
+                apple_px_at_distance=float(focal * 0.078 / distance))
 
-    # --- content -------------------------------------------------------------------------------------
+
+def _density_and_occlusion(asked: dict, rng: np.random.Generator, disable: frozenset[str]) -> tuple[str, str]:
+    """How many apples and how hidden they are ("none" when the occluders are off)."""
     # At harvest most views hold many apples; dense scenes also give the detector more examples per image.
     density = asked.get("density") or str(rng.choice(["few", "normal", "many"], p=[0.2, 0.45, 0.35]))
     occlusion = asked.get("occlusion") or str(rng.choice(["low", "partial", "heavy"], p=[0.25, 0.5, 0.25]))
     if "occluders" in disable:
         occlusion = "none"
-    # Parameters added after the first renderer draw from child streams of their own, so a seed's older
-    # draws stay as they were. Spawned always and in one order: switching one family off must not
-    # re-draw another family's parameters (the ablation compares scene for scene).
-    distractor_rng, detail_rng, shadow_rng = rng.spawn(3)
-    prm.update(density=density, occlusion=occlusion,
-               front_leaf_fraction={"none": 0.0, "low": 0.12, "partial": 0.3, "heavy": 0.5}[occlusion],
-               leaf_density=float(rng.uniform(0.6, 1.4)) * (1.25 if occlusion == "heavy" else 1.0),
-               border_cut=bool(asked.get("border_cut", rng.random() < 0.5)),
-               no_apples=bool(rng.random() < 0.06 and "density" not in asked),
-               sky_fraction=float(rng.choice([0.0, rng.uniform(0.05, 0.5)], p=[0.45, 0.55])),
-               ground_fraction=float(rng.choice([0.0, rng.uniform(0.1, 0.5)], p=[0.8, 0.2])),
-               trunk=bool(rng.random() < 0.35))
-    if "clutter" in disable:
-        prm.update(posts=0, wires=0, net=False, hose=False, poles=0, sky_fraction=min(prm["sky_fraction"], 0.15),
-                   ground_fraction=0.0, banded_posts=0, band_chance=0.0, tapes=0, dry_leaf_fraction=0.0)
-    else:
-        prm.update(posts=int(rng.choice([0, 1, 2], p=[0.6, 0.3, 0.1])), wires=int(rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1])),
-                   net=bool(rng.random() < 0.35), hose=bool(rng.random() < 0.15),
-                   poles=int(rng.random() < 0.12))
-        prm.update(_distractors(distractor_rng))
+    return density, occlusion
 
-    # --- camera effects ------------------------------------------------------------------------------
+
+def _content(asked: dict, rng: np.random.Generator, density: str, occlusion: str) -> dict:
+    """What the frame holds: leaves in front, leaf density, border cut, sky, ground and trunk.
+    Every draw here is made whatever the prompt asked (``rng.random()`` for border_cut and no_apples
+    included), so the draws after it stay where they were."""
+    return dict(density=density, occlusion=occlusion,
+                front_leaf_fraction={"none": 0.0, "low": 0.12, "partial": 0.3, "heavy": 0.5}[occlusion],
+                leaf_density=float(rng.uniform(0.6, 1.4)) * (1.25 if occlusion == "heavy" else 1.0),
+                border_cut=bool(asked.get("border_cut", rng.random() < 0.5)),
+                no_apples=bool(rng.random() < 0.06 and "density" not in asked),
+                sky_fraction=float(rng.choice([0.0, rng.uniform(0.05, 0.5)], p=[0.45, 0.55])),
+                ground_fraction=float(rng.choice([0.0, rng.uniform(0.1, 0.5)], p=[0.8, 0.2])),
+                trunk=bool(rng.random() < 0.35))
+
+
+def _clutter(rng: np.random.Generator, distractor_rng: np.random.Generator, disable: frozenset[str],
+             sky_fraction: float) -> dict:
+    """Posts, wires, hail net, hose, poles and the distractors; with clutter off, none of them, little
+    sky and no ground (this overrides the sky and ground fractions ``_content`` drew)."""
+    if "clutter" in disable:
+        return dict(posts=0, wires=0, net=False, hose=False, poles=0, sky_fraction=min(sky_fraction, 0.15),
+                    ground_fraction=0.0, banded_posts=0, band_chance=0.0, tapes=0, dry_leaf_fraction=0.0)
+    prm = dict(posts=int(rng.choice([0, 1, 2], p=[0.6, 0.3, 0.1])), wires=int(rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1])),
+               net=bool(rng.random() < 0.35), hose=bool(rng.random() < 0.15),
+               poles=int(rng.random() < 0.12))
+    prm.update(_distractors(distractor_rng))
+    return prm
+
+
+def _camera_effects(rng: np.random.Generator, detail_rng: np.random.Generator, disable: frozenset[str]) -> dict:
+    """Defocus, motion blur, background blur, sharpening and grain (all off with blur disabled)."""
     if "blur" in disable:
-        prm.update(defocus_px=0.0, motion_px=0.0, motion_angle_deg=0.0, background_blur_px=1.0,
-                   sharpen=0.0, sharpen_px=1.0, grain=0.0, grain_px=1.0, grain_seed=0)
-    else:
-        prm.update(defocus_px=float(rng.choice([0.0, rng.uniform(0.4, 1.5)], p=[0.75, 0.25])),
-                   motion_px=float(rng.choice([0.0, rng.uniform(2, 9)], p=[0.8, 0.2])),
-                   motion_angle_deg=float(rng.uniform(0, 180)),
-                   background_blur_px=float(rng.uniform(1.0, 6.0)))
-        prm.update(_fine_detail(detail_rng))
-    if "lighting" in disable:
-        prm.update(shadow_strength=0.0, shadow_gap_m=0.0)
-    else:
-        prm.update(_canopy_shadows(shadow_rng, prm))
+        return dict(defocus_px=0.0, motion_px=0.0, motion_angle_deg=0.0, background_blur_px=1.0,
+                    sharpen=0.0, sharpen_px=1.0, grain=0.0, grain_px=1.0, grain_seed=0)
+    prm = dict(defocus_px=float(rng.choice([0.0, rng.uniform(0.4, 1.5)], p=[0.75, 0.25])),
+               motion_px=float(rng.choice([0.0, rng.uniform(2, 9)], p=[0.8, 0.2])),
+               motion_angle_deg=float(rng.uniform(0, 180)),
+               background_blur_px=float(rng.uniform(1.0, 6.0)))
+    prm.update(_fine_detail(detail_rng))
     return prm
 
 
