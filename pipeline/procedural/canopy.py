@@ -237,9 +237,26 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -
 
 def background(rng: np.random.Generator, prm: dict, light: dict, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Sky, ground and the blurred neighbouring rows.
-    Returns (uint8 BGR, soft sky mask float32 in [0, 1], ground mask or None when no ground shows)."""
+    Returns (uint8 BGR, soft sky mask float32 in [0, 1], ground mask or None when no ground shows).
+
+    The steps draw from ``rng`` in this order: sky (clouds, net), sky gaps, far canopy (trunks, leaves), ground."""
     w, h = size
     yy = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    sky = _sky(rng, prm, light, size, yy)
+    gaps, thr = _sky_gaps(rng, prm["sky_fraction"], size, yy)
+    image, sky_mask = _far_canopy(rng, prm, light, sky, gaps, thr, size)
+    ground_mask = None
+    if prm["ground_fraction"] > 0:
+        ground, ground_mask = _ground(rng, prm["ground_fraction"], light, size)
+        image = np.where(ground_mask[..., None], ground, image)
+        sky_mask[ground_mask] = 0
+    return np.clip(image * 255, 0, 255).astype(np.uint8), sky_mask, ground_mask
+
+
+def _sky(rng: np.random.Generator, prm: dict, light: dict, size: tuple[int, int], yy: np.ndarray) -> np.ndarray:
+    """The sky, float32 BGR in [0, 1]: the light's sky colour brightening downwards, clouds, backlit glare,
+    and the hail net when there is one."""
+    w, h = size
     sky_col = np.array(light["sky_bgr"], np.float32)
     sky = np.broadcast_to(sky_col * (0.92 + 0.12 * yy), (h, w, 3)).copy()
     if light["light"] in ("sunny", "overcast", "rain", "dusk") and prm.get("net") is not True:
@@ -247,25 +264,41 @@ def background(rng: np.random.Generator, prm: dict, light: dict, size: tuple[int
         sky = sky * (1 - 0.35 * clouds) + 0.97 * 0.35 * clouds * (light["light"] != "night_flash")
     if light["light"] == "backlit":
         sky = np.minimum(sky * 1.15 + 0.1, 1.0)
-    if prm.get("net"):  # hail net: a fine pale mesh over the sky
-        step = int(rng.integers(4, 12))
-        net = np.zeros((h, w), np.uint8)
-        ang = rng.uniform(-0.3, 0.3)
-        for k in range(-h, w + h, step):
-            cv2.line(net, (k, 0), (int(k + h * math.tan(ang)), h), 255, 1)
-        for k in range(0, h + w, step):
-            cv2.line(net, (0, k), (w, int(k - w * math.tan(ang + 0.1))), 255, 1)
-        net_f = cv2.GaussianBlur(net, (0, 0), 0.7).astype(np.float32)[..., None] / 255
-        sky = sky * (1 - 0.25 * net_f) + 0.8 * 0.25 * net_f
+    if prm.get("net"):
+        sky = _hail_net(rng, sky, size)
+    return sky
 
-    # Where the sky shows through the far rows: high in the image more than low.
-    sky_frac = prm["sky_fraction"]
+
+def _hail_net(rng: np.random.Generator, sky: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Hail net: a fine pale mesh over the sky."""
+    w, h = size
+    step = int(rng.integers(4, 12))
+    net = np.zeros((h, w), np.uint8)
+    ang = rng.uniform(-0.3, 0.3)
+    for k in range(-h, w + h, step):
+        cv2.line(net, (k, 0), (int(k + h * math.tan(ang)), h), 255, 1)
+    for k in range(0, h + w, step):
+        cv2.line(net, (0, k), (w, int(k - w * math.tan(ang + 0.1))), 255, 1)
+    net_f = cv2.GaussianBlur(net, (0, 0), 0.7).astype(np.float32)[..., None] / 255
+    return sky * (1 - 0.25 * net_f) + 0.8 * 0.25 * net_f
+
+
+def _sky_gaps(rng: np.random.Generator, sky_frac: float, size: tuple[int, int], yy: np.ndarray) -> tuple[np.ndarray, float]:
+    """Where the sky shows through the far rows: high in the image more than low.
+    Returns the gap field and its threshold (gaps above it are open sky; inf when no sky shows)."""
+    w, h = size
     gaps = smooth_noise(rng, (h, w), 4) * 0.6 + smooth_noise(rng, (h, w), 12) * 0.4
     gaps = gaps + (0.5 - yy[..., 0]) * 0.6
     thr = float(np.quantile(gaps[::4, ::4], 1 - sky_frac)) if sky_frac > 0 else np.inf
+    return gaps, thr
 
+
+def _far_canopy(rng: np.random.Generator, prm: dict, light: dict, sky: np.ndarray, gaps: np.ndarray, thr: float,
+                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The far rows over the sky, float32 BGR in [0, 1], and the soft sky mask (what stays open sky)."""
     # Far canopy: many small dull leaves rendered at low resolution, then blurred (depth of field).
     # Near the sky the canopy is only leaves, so its outline is leafy, not a smooth blob.
+    w, h = size
     scale = 3
     lw, lh = max(8, w // scale), max(8, h // scale)
     gaps_low = cv2.resize(gaps, (lw, lh), interpolation=cv2.INTER_AREA)
@@ -275,11 +308,30 @@ def background(rng: np.random.Generator, prm: dict, light: dict, size: tuple[int
     interior = gaps_low < thr - 0.06
     far[interior] = np.clip(base_col * 0.7, 0, 255).astype(np.uint8)
     skyflag = (~interior).astype(np.int32)  # leaves paint 0 over it: what stays 1 is open sky
-    for _ in range(int(rng.integers(0, 4))):  # trunks of the next row
+    _far_trunks(rng, far, skyflag, light)
+    _far_leaves(rng, far, skyflag, gaps_low, thr, light)
+    far = cv2.resize(far, (w, h), interpolation=cv2.INTER_LINEAR)
+    far = cv2.GaussianBlur(far, (0, 0), prm["background_blur_px"]).astype(np.float32) / 255
+    sky_mask = cv2.resize(skyflag.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return far, sky_mask
+
+
+def _far_trunks(rng: np.random.Generator, far: np.ndarray, skyflag: np.ndarray, light: dict) -> None:
+    """Up to three trunks of the next row, drawn into the low-resolution ``far`` and cut out of ``skyflag``."""
+    lh, lw = far.shape[:2]
+    for _ in range(int(rng.integers(0, 4))):
         x = rng.uniform(0, lw)
         p0, p1 = (int(x), lh), (int(x + rng.normal(0, lh * 0.1)), int(rng.uniform(0, lh * 0.5)))
         cv2.line(far, p0, p1, (np.clip(_BARK_PALETTE[0] * 255 * (light["ambient"] + 0.3 * light["sun"]), 0, 255)).tolist(), int(rng.integers(1, 4)))
         cv2.line(skyflag, p0, p1, 0, 3)
+
+
+def _far_leaves(rng: np.random.Generator, far: np.ndarray, skyflag: np.ndarray, gaps_low: np.ndarray, thr: float,
+                light: dict) -> None:
+    """Up to 700-1400 small dull leaves where the canopy is (and just past its edge into the sky gaps), drawn into
+    the low-resolution ``far`` and ``skyflag``."""
+    lh, lw = far.shape[:2]
+    flash = light["light"] == "night_flash"
     n = int(rng.integers(700, 1400))
     xs, ys = rng.uniform(0, lw, n * 2), rng.uniform(0, lh, n * 2)
     ok = gaps_low[ys.astype(int).clip(0, lh - 1), xs.astype(int).clip(0, lw - 1)] < thr + 0.04
@@ -292,20 +344,18 @@ def background(rng: np.random.Generator, prm: dict, light: dict, size: tuple[int
     cols = leaf_colours(leaves, light, np.full(n, 0.6, np.float32), np.full(n, 0.12 if flash else 0.85, np.float32))
     for i in range(n):
         draw_leaf(far, skyflag, a[i], b[i], rib[i], cols[i], False)
-    far = cv2.resize(far, (w, h), interpolation=cv2.INTER_LINEAR)
-    far = cv2.GaussianBlur(far, (0, 0), prm["background_blur_px"]).astype(np.float32) / 255
-    sky_mask = cv2.resize(skyflag.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    image = far
-    ground_mask = None
-    if prm["ground_fraction"] > 0:
-        top = int(h * (1 - prm["ground_fraction"]))
-        edge = (top + (smooth_noise(rng, (1, w), 6)[0] - 0.5) * h * 0.08).astype(np.int32)
-        soil = np.array(rng.choice([[0.45, 0.55, 0.62], [0.35, 0.45, 0.52], [0.25, 0.45, 0.35]]), np.float32)
-        tex = smooth_noise(rng, (h, w), 40)[..., None] * 0.35 + 0.8
-        ground = soil * tex * (light["ambient"] + 0.7 * light["sun"]) * np.array(light["light_bgr"], np.float32)
-        ground_mask = np.arange(h)[:, None] > edge[None, :]
-        if light["light"] == "night_flash":
-            ground *= 0.1
-        image = np.where(ground_mask[..., None], ground, image)
-        sky_mask[ground_mask] = 0
-    return np.clip(image * 255, 0, 255).astype(np.uint8), sky_mask, ground_mask
+
+
+def _ground(rng: np.random.Generator, ground_fraction: float, light: dict, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The orchard floor along the bottom ``ground_fraction`` of the frame, with a wavy top edge.
+    Returns its float32 BGR colour (whole frame) and its boolean mask."""
+    w, h = size
+    top = int(h * (1 - ground_fraction))
+    edge = (top + (smooth_noise(rng, (1, w), 6)[0] - 0.5) * h * 0.08).astype(np.int32)
+    soil = np.array(rng.choice([[0.45, 0.55, 0.62], [0.35, 0.45, 0.52], [0.25, 0.45, 0.35]]), np.float32)
+    tex = smooth_noise(rng, (h, w), 40)[..., None] * 0.35 + 0.8
+    ground = soil * tex * (light["ambient"] + 0.7 * light["sun"]) * np.array(light["light_bgr"], np.float32)
+    ground_mask = np.arange(h)[:, None] > edge[None, :]
+    if light["light"] == "night_flash":
+        ground *= 0.1
+    return ground, ground_mask
