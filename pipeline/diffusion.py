@@ -362,6 +362,69 @@ def generate_diffusers(out: Path, n: int, model: str | None, prompts: list[str],
     made with other settings stops the run (use a new folder) rather than mixing two datasets.
     """
     source, local = resolve_model(model)  # fail fast, before torch and diffusers are imported
+    out, (width, height) = _checked_arguments(out, n, prompts, size, batch, steps, guidance)
+    device = pick_device(device)  # imports torch
+    pipeline_class, configs, pipe, load_seconds = _identify_pipeline(source, local, model, device)
+    sampling = plan_sampling(pipeline_class, configs, model, width, height, steps, guidance)
+    dtype_name = str(dtype_for(device, pipeline_class)).replace("torch.", "")
+    job = _Job(model, prompts, seed, sampling, (width, height), negative_prompt)
+    images_dir, manifest = _open_output(out)
+    todo, skipped = _plan_resume(out, n, job, manifest)
+    written, seconds = 0, 0.0
+    if todo:  # a re-run with nothing missing never loads the model
+        pipe, load_seconds = _ready_pipeline(pipe, load_seconds, model, device, negative_prompt)
+        pipeline_class, dtype_name = type(pipe).__name__, str(pipe.dtype).replace("torch.", "")
+        written, seconds = _make_missing(pipe, job, todo, batch, manifest, images_dir, n, skipped)
+    return DiffusionReport(out, written, skipped, seconds, load_seconds, model,
+                           pipeline_class, device, dtype_name, sampling)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every image of one run shares: enough to name, make and record image ``i``."""
+
+    model: str
+    prompts: list[str]
+    seed: int
+    sampling: Sampling
+    size: tuple[int, int]
+    negative_prompt: str | None
+
+    def identity(self, i: int) -> dict:
+        return image_identity(i, self.prompts, self.seed, self.model, self.sampling, self.size, self.negative_prompt)
+
+    def make(self, pipe: Any, chunk: list[int]) -> list[np.ndarray]:
+        return make_batch(pipe, chunk, self.prompts, self.seed, self.sampling, self.size, self.negative_prompt,
+                          self.model)
+
+
+class _Manifest:
+    """The output folder's manifest records, found by file; rewritten whole after each batch."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.records = read_manifest(out)
+        self.position = {r.get("file"): k for k, r in enumerate(self.records)}
+
+    def record(self, file: str) -> dict | None:
+        k = self.position.get(file)
+        return None if k is None else self.records[k]
+
+    def put(self, record: dict) -> None:
+        """Replace the record of the same file in place, or append a new one."""
+        if record["file"] in self.position:
+            self.records[self.position[record["file"]]] = record
+        else:
+            self.position[record["file"]] = len(self.records)
+            self.records.append(record)
+
+    def write(self) -> None:
+        write_manifest(self.out, self.records)
+
+
+def _checked_arguments(out: Path, n: int, prompts: list[str], size: tuple[int, int], batch: int,
+                       steps: int | None, guidance: float | None) -> tuple[Path, tuple[int, int]]:
+    """The output folder and (width, height), after every check that needs neither torch nor the model."""
     if n < 0:
         raise PomonaError(f"--n must not be negative, got {n}")
     if batch < 1:
@@ -376,75 +439,87 @@ def generate_diffusers(out: Path, n: int, model: str | None, prompts: list[str],
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PomonaError(f"output is a file, not a folder: {out}")
+    return out, (width, height)
 
-    import torch
-    from tqdm import tqdm
 
-    device = pick_device(device)
+def _timed_load(model: str, device: str) -> tuple[Any, float]:
+    t_load = time.perf_counter()
+    pipe = load_pipeline(model, device)
+    return pipe, time.perf_counter() - t_load
+
+
+def _identify_pipeline(source: str, local: bool, model: str, device: str) -> tuple[str, dict[str, dict], Any, float]:
+    """(pipeline class, component configs, pipeline or None, load seconds), read from disk without loading
+    the weights when the model is there; the pipeline is only loaded here when it must be."""
     pipeline_class, configs = read_configs(source, local)
-    pipe, load_seconds = None, 0.0
-    if not pipeline_class:  # a Hub model not downloaded yet (online): download it to learn what it is
-        t_load = time.perf_counter()
-        pipe = load_pipeline(model, device)
-        load_seconds = time.perf_counter() - t_load
-        pipeline_class, configs = type(pipe).__name__, _pipeline_configs(pipe)
-    sampling = plan_sampling(pipeline_class, configs, model, width, height, steps, guidance)
-    dtype_name = str(dtype_for(device, pipeline_class)).replace("torch.", "")
+    if pipeline_class:
+        return pipeline_class, configs, None, 0.0
+    # a Hub model not downloaded yet (online): download it to learn what it is
+    pipe, load_seconds = _timed_load(model, device)
+    return type(pipe).__name__, _pipeline_configs(pipe), pipe, load_seconds
 
+
+def _open_output(out: Path) -> tuple[Path, _Manifest]:
+    """The images folder (made, cleared of a killed run's temp files) and the manifest so far."""
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(images_dir)
-    records = read_manifest(out)
-    position = {r.get("file"): k for k, r in enumerate(records)}
+    return images_dir, _Manifest(out)
 
-    def identity(i: int) -> dict:
-        return image_identity(i, prompts, seed, model, sampling, (width, height), negative_prompt)
 
+def _plan_resume(out: Path, n: int, job: _Job, manifest: _Manifest) -> tuple[list[int], int]:
+    """(indices still to make, how many are done). Done: the file exists and its record matches this run;
+    a record made with other settings stops the run rather than mixing two datasets in one folder."""
     todo, skipped = [], 0
     for i in range(n):
-        want = identity(i)
-        k = position.get(want["file"])
-        if k is None or not (out / want["file"]).is_file():
+        want = job.identity(i)
+        old = manifest.record(want["file"])
+        if old is None or not (out / want["file"]).is_file():
             todo.append(i)
             continue
-        old = records[k]
         changed = [key for key in IDENTITY_KEYS if old.get(key) != want[key]]
         if changed:
             key = changed[0]
             raise PomonaError(f"{out / want['file']} was made with {key}={old.get(key)!r}, this run asks for "
                               f"{key}={want[key]!r}; use a new output folder (or delete {out})")
         skipped += 1
+    return todo, skipped
 
-    written, seconds = 0, 0.0
-    if todo:
-        if pipe is None:
-            t_load = time.perf_counter()
-            pipe = load_pipeline(model, device)
-            load_seconds = time.perf_counter() - t_load
-            pipeline_class = type(pipe).__name__
-        if negative_prompt and "negative_prompt" not in _call_parameters(pipe):
-            raise PomonaError(f"{pipeline_class} takes no negative prompt; drop --negative-prompt")
-        dtype_name = str(pipe.dtype).replace("torch.", "")
-        made = made_by(pipe)
-        bar = tqdm(total=n, initial=skipped, desc=f"diffusers {Path(model).name or model}", unit="img")
-        t_gen = time.perf_counter()
-        try:
-            for start in range(0, len(todo), batch):
-                chunk = todo[start:start + batch]
-                images = make_batch(pipe, chunk, prompts, seed, sampling, (width, height), negative_prompt, model)
-                for i, image in zip(chunk, images):
-                    atomic.write_image(images_dir / image_name(i), image, quality=95)
-                    record = {**identity(i), **made, "group": f"{BACKEND}-{seed + i}"}  # independent samples
-                    if record["file"] in position:
-                        records[position[record["file"]]] = record
-                    else:
-                        position[record["file"]] = len(records)
-                        records.append(record)
-                write_manifest(out, records)  # after every batch: an interrupted run keeps what is done
-                written += len(chunk)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - t_gen
-    return DiffusionReport(out, written, skipped, seconds, load_seconds, model,
-                           pipeline_class, device, dtype_name, sampling)
+
+def _ready_pipeline(pipe: Any | None, load_seconds: float, model: str, device: str,
+                    negative_prompt: str | None) -> tuple[Any, float]:
+    """The loaded pipeline (loading it now if planning did not) and the load seconds, checked against the run."""
+    if pipe is None:
+        pipe, load_seconds = _timed_load(model, device)
+    if negative_prompt and "negative_prompt" not in _call_parameters(pipe):
+        raise PomonaError(f"{type(pipe).__name__} takes no negative prompt; drop --negative-prompt")
+    return pipe, load_seconds
+
+
+def _make_missing(pipe: Any, job: _Job, todo: list[int], batch: int, manifest: _Manifest, images_dir: Path,
+                  n: int, skipped: int) -> tuple[int, float]:
+    """Make the ``todo`` images ``batch`` at a time under one progress bar: (images written, seconds)."""
+    from tqdm import tqdm
+
+    made = made_by(pipe)
+    bar = tqdm(total=n, initial=skipped, desc=f"diffusers {Path(job.model).name or job.model}", unit="img")
+    written = 0
+    t_gen = time.perf_counter()
+    try:
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            _write_batch(job, chunk, job.make(pipe, chunk), made, manifest, images_dir)
+            written += len(chunk)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return written, time.perf_counter() - t_gen
+
+
+def _write_batch(job: _Job, chunk: list[int], images: list[np.ndarray], made: dict, manifest: _Manifest,
+                 images_dir: Path) -> None:
+    """Write one batch's images atomically and record them in the manifest."""
+    for i, image in zip(chunk, images):
+        atomic.write_image(images_dir / image_name(i), image, quality=95)
+        manifest.put({**job.identity(i), **made, "group": f"{BACKEND}-{job.seed + i}"})  # independent samples
+    manifest.write()  # after every batch: an interrupted run keeps what is done
