@@ -307,14 +307,47 @@ def detect_image(cache: PredictorCache, image_path: str | None, model: str, conf
 def detect_video(cache: PredictorCache, video_path: str | None, model: str, conf: float, iou: float,
                  progress=None):
     """Video tab: every frame through the runtime and the tracker; annotated clip, distinct apples."""
-    import gradio as gr
-
-    from pomona.edge.draw import draw_instances
     from pomona.edge.tracking import AppleTracker
 
     cap, info = open_video(video_path)
     predictor = _predictor(cache, model, conf, iou)
     tracker = AppleTracker(frame_rate=info["fps"], detection_conf=predictor.conf)
+    out, stem, video_out, writer = _annotated_clip_writer(cap, video_path, info)
+    tally = _VideoTally(stem, CocoFrames(_class_names(predictor),
+                                         {"description": f"pomona demo video, model {Path(model).name}"}))
+    start = time.perf_counter()
+    try:
+        _track_frames(cache, predictor, tracker, cap, writer, info, tally, progress)
+    finally:
+        cap.release()
+        writer.release()
+    return _video_results(tally, tracker, video_path, out, video_out, start)
+
+
+class _VideoTally:
+    """What the video tab gathers frame by frame: JSON lines, COCO, per-track sums, stage-time sums."""
+
+    def __init__(self, stem: str, coco: CocoFrames) -> None:
+        self.stem, self.coco = stem, coco
+        self.lines: list[dict] = []
+        self.tracks: dict = {}
+        self.sums = {"pre": 0.0, "infer": 0.0, "post": 0.0}
+        self.n, self.truncated = 0, False
+
+    def add(self, instances: Instances, timings: dict[str, float]) -> None:
+        for k in self.sums:
+            self.sums[k] += timings.get(k, 0.0)
+        name = f"{self.stem}_frame{self.n:06d}"
+        self.lines.append({"frame": self.n, "image": name, "count": len(instances), "timings_ms": timings,
+                           "apples": records(instances)})
+        self.coco.add(name, instances)  # RLE now: keeping every frame's full-size masks would fill memory
+        _accumulate_tracks(self.tracks, instances, self.n)
+        self.n += 1
+
+
+def _annotated_clip_writer(cap: cv2.VideoCapture, video_path: str, info: dict):
+    """(a fresh output folder, the upload's file stem, the clip's path, its writer); if no writer can be
+    made the capture is released before the error goes up."""
     out = _output_dir()
     stem = Path(video_path).stem[:60] or "video"
     try:
@@ -322,48 +355,49 @@ def detect_video(cache: PredictorCache, video_path: str | None, model: str, conf
     except Exception:
         cap.release()
         raise
+    return out, stem, video_out, writer
+
+
+def _track_frames(cache: PredictorCache, predictor, tracker, cap: cv2.VideoCapture, writer: cv2.VideoWriter,
+                  info: dict, tally: _VideoTally, progress) -> None:
+    """Frames until the clip ends or MAX_VIDEO_FRAMES: predict, track, draw into the clip, tally."""
+    from pomona.edge.draw import draw_instances
+
     total = min(info["frames"] or MAX_VIDEO_FRAMES, MAX_VIDEO_FRAMES)
-    coco = CocoFrames(_class_names(predictor), {"description": f"pomona demo video, model {Path(model).name}"})
-    lines, tracks, sums = [], {}, {"pre": 0.0, "infer": 0.0, "post": 0.0}
-    start, n, truncated = time.perf_counter(), 0, False
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if n >= MAX_VIDEO_FRAMES:
-                truncated = True
-                break
-            if frame.shape[:2] != (info["height"], info["width"]):  # a stream that changes size mid-way
-                frame = cv2.resize(frame, (info["width"], info["height"]))
-            instances, timings = cache.predict(predictor, frame)
-            instances = tracker.update(instances)
-            for k in sums:
-                sums[k] += timings.get(k, 0.0)
-            writer.write(draw_instances(frame, instances, show_ids=True))
-            name = f"{stem}_frame{n:06d}"
-            lines.append({"frame": n, "image": name, "count": len(instances), "timings_ms": timings,
-                          "apples": records(instances)})
-            coco.add(name, instances)  # RLE now: keeping every frame's full-size masks would fill memory
-            _accumulate_tracks(tracks, instances, n)
-            n += 1
-            if progress is not None and total:
-                progress(min(n / total, 1.0), desc=f"frame {n}/{total}")
-    finally:
-        cap.release()
-        writer.release()
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if tally.n >= MAX_VIDEO_FRAMES:
+            tally.truncated = True
+            break
+        if frame.shape[:2] != (info["height"], info["width"]):  # a stream that changes size mid-way
+            frame = cv2.resize(frame, (info["width"], info["height"]))
+        instances, timings = cache.predict(predictor, frame)
+        instances = tracker.update(instances)
+        writer.write(draw_instances(frame, instances, show_ids=True))
+        tally.add(instances, timings)
+        if progress is not None and total:
+            progress(min(tally.n / total, 1.0), desc=f"frame {tally.n}/{total}")
+
+
+def _video_results(tally: _VideoTally, tracker, video_path: str, out: Path, video_out: Path, start: float):
+    """The tab's outputs: clip, distinct apples, latency, track table, downloads (clip, JSON Lines, COCO)."""
+    import gradio as gr
+
+    n = tally.n
     if n == 0:
         raise _ui_error(f"'{Path(video_path).name}' has no frames the demo can read.")
-    if truncated:
+    if tally.truncated:
         gr.Warning(f"Only the first {MAX_VIDEO_FRAMES} frames were analysed (the demo's limit per clip).")
     wall_ms = (time.perf_counter() - start) * 1000 / n
-    mean = {k: v / n for k, v in sums.items()}
+    mean = {k: v / n for k, v in tally.sums.items()}
     latency = latency_text(mean, label=f"{n} frames, mean per frame: ") + \
         f"; end to end with tracking, drawing and encoding {wall_ms:.1f} ms/frame ({1000 / wall_ms:.1f} FPS)"
-    jsonl = _write_jsonl(out / f"{stem}_apples.jsonl", lines)
-    coco_path = coco.write(out / f"{stem}_coco.json")
+    jsonl = _write_jsonl(out / f"{tally.stem}_apples.jsonl", tally.lines)
+    coco_path = tally.coco.write(out / f"{tally.stem}_coco.json")
     table = [[tid, t["frames"], round(t["max_score"], 4), round(t["area"] / t["frames"], 1), t["first"], t["last"]]
-             for tid, t in sorted(tracks.items())]
+             for tid, t in sorted(tally.tracks.items())]
     return str(video_out), int(tracker.count), latency, table, [str(video_out), str(jsonl), str(coco_path)]
 
 
