@@ -132,9 +132,7 @@ def summarize(values: list[float]) -> dict:
 def bench(model: str | Path, source: str | Path | None = None, frames: int = 100, warmup: int = 5,
           backend: str = "auto", imgsz: int | None = None, conf: float = 0.25, per_frame: bool = False) -> dict:
     """Benchmark ``model`` through :class:`Predictor` + drawing on ``frames`` frames of ``source``."""
-    from pomona.edge.draw import draw_instances
     from pomona.edge.predictor import Predictor
-    from pomona.edge.runner import opencv_in_one_thread, steady_heap
 
     if frames < 1:
         raise PomonaError("--frames must be at least 1")
@@ -147,8 +145,33 @@ def bench(model: str | Path, source: str | Path | None = None, frames: int = 100
     predictor = Predictor(model, backend=backend, conf=conf, imgsz=imgsz)
     for _ in range(warmup):
         predictor(reader.read())
-    times = {s: [] for s in STAGES}
-    e2e, counts = [], []
+    run = _time_frames(predictor, reader, frames)
+    source_text = str(source) if tmp is None else "synthetic (procedural renderer, 640x480)"
+    result = _bench_result(predictor, run, source_text, rss0, per_frame)
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+class _FrameTimes:
+    """What the timed loop measures: milliseconds per stage and per frame, apples per frame, the loop's
+    seconds in all, and the frames' size (width, height)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.e2e: list[float] = []
+        self.counts: list[int] = []
+        self.seconds = 0.0
+        self.frame_size: list[int] = []
+
+
+def _time_frames(predictor, reader: _Reader, frames: int) -> _FrameTimes:
+    """Read, predict and draw ``frames`` frames one after another, timing each stage."""
+    from pomona.edge.draw import draw_instances
+    from pomona.edge.runner import opencv_in_one_thread, steady_heap
+
+    run = _FrameTimes()
+    times = run.stages
     with steady_heap(), opencv_in_one_thread():  # the settings `pomona run` frames run under
         t_all = time.perf_counter()
         for _ in range(frames):
@@ -163,22 +186,29 @@ def bench(model: str | Path, source: str | Path | None = None, frames: int = 100
             for k in ("pre", "infer", "post"):
                 times[k].append(predictor.last_timings[k])
             times["render"].append((t3 - t2) * 1e3)
-            e2e.append((t3 - t0) * 1e3)
-            counts.append(len(inst))
-        total = time.perf_counter() - t_all
+            run.e2e.append((t3 - t0) * 1e3)
+            run.counts.append(len(inst))
+        run.seconds = time.perf_counter() - t_all
+    run.frame_size = list(image.shape[:2][::-1])
+    return run
+
+
+def _bench_result(predictor, run: _FrameTimes, source_text: str, rss0: float, per_frame: bool) -> dict:
+    """The benchmark's JSON: percentiles per stage, FPS, post-processing's share, memory, machine."""
+    times, e2e, counts, frames = run.stages, run.e2e, run.counts, len(run.e2e)
     model_ms = [a + b + c for a, b, c in zip(times["pre"], times["infer"], times["post"])]
     post_share = float(np.sum(times["post"]) / np.sum(model_ms)) if np.sum(model_ms) > 0 else 0.0
     frame_share = float(np.sum(times["post"]) / np.sum(e2e)) if np.sum(e2e) > 0 else 0.0
     result = {
         "model": str(predictor.model_path), "backend": predictor.backend_name, "device": predictor.device,
         "precision": predictor.precision, "imgsz": predictor.imgsz, "frames": frames,
-        "source": str(source) if tmp is None else "synthetic (procedural renderer, 640x480)",
-        "frame_size": list(image.shape[:2][::-1]),
+        "source": source_text,
+        "frame_size": run.frame_size,
         "apples_mean": float(np.mean(counts)), "apples_max": int(np.max(counts)),
         "stages_ms": {k: summarize(v) for k, v in times.items()},
         "model_ms": summarize(model_ms),  # pre + infer + post: what Predictor() costs
         "e2e_ms": summarize(e2e),
-        "fps_e2e": frames / total,
+        "fps_e2e": frames / run.seconds,
         "fps_model": 1000.0 / float(np.mean(model_ms)),
         "post_share_of_model": post_share,
         "post_share_of_frame": frame_share,
@@ -189,8 +219,6 @@ def bench(model: str | Path, source: str | Path | None = None, frames: int = 100
     if per_frame:
         result["per_frame"] = {"apples": counts, "post_ms": times["post"], "model_ms": model_ms,
                                "render_ms": times["render"]}
-    if tmp is not None:
-        tmp.cleanup()
     return result
 
 
