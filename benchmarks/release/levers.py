@@ -52,7 +52,6 @@ def soup(runs: Path, name: str, parts: list[Path]) -> Path:
     return out if out.is_file() else average_checkpoints(parts, out)
 
 
-NOISE = 0.013  # the release gate's noise (pomona/recipes/release.yaml)
 
 
 def row(label: str, real: dict, synthetic: dict | None, base: dict) -> str:
@@ -64,6 +63,9 @@ def row(label: str, real: dict, synthetic: dict | None, base: dict) -> str:
 
 
 def main() -> None:
+    from pomona.pipeline.recipe import load_recipe
+
+    noise = float(load_recipe("release")["noise"])  # the release gate's measured noise
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "levers")
     runs = ap.parse_args().runs
@@ -76,7 +78,7 @@ def main() -> None:
     results.append(("v2 evaluated at 512 px", scored(runs, "v2-real-512", V2, REAL, 512),
                     scored(runs, "v2-held-out-512", V2, HELD_OUT, 512)))
     rows = [row(label, real, syn, base) for label, real, syn in results]
-    winners = [label for label, real, _ in results[1:] if real["mask"]["map50"] - base["mask"]["map50"] > NOISE]
+    winners = [label for label, real, _ in results[1:] if real["mask"]["map50"] - base["mask"]["map50"] > noise]
     lines = [
         "# Levers without training: weight soups and input size",
         "",
@@ -89,7 +91,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Levers ahead of v2 on the real photos by more than the gate's noise ({NOISE}): "
+        f"Levers ahead of v2 on the real photos by more than the gate's noise ({noise}): "
         f"{', '.join(winners) if winners else 'none'}.",
     ]
     (HERE / "levers.md").write_text("\n".join(lines) + "\n")

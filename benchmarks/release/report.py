@@ -41,6 +41,23 @@ def table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def seed_spread(rows: list[dict]) -> list[str]:
+    """Chunks alike in all but their render seeds (same base, renderer, images, epochs): how far apart their
+    real scores land is the gate's noise, measured (pomona/recipes/release.yaml sets `noise` from it)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["base"], r.get("renderer_version"), r["images"], r["epochs"]), []).append(r)
+    out = []
+    for (base, renderer, images, epochs), alike in groups.items():
+        if len({tuple(r["seeds"]) for r in alike}) < 2:
+            continue
+        scores = [r["real_mask_map50"] for r in alike]
+        listed = ", ".join(f"{r['real_mask_map50']:.3f} (seeds {r['seeds'][0]}-{r['seeds'][1] - 1})" for r in alike)
+        out.append(f"- {base} + {images} renders of renderer {renderer}, {epochs} epochs, on other render seeds: "
+                   f"real {listed}; spread **{max(scores) - min(scores):.3f}**.")
+    return out
+
+
 def plot(rows: list[dict], out: Path) -> None:
     import matplotlib
 
@@ -66,13 +83,17 @@ def main(runs: Path = Path("runs/release")) -> None:
     if not rows:
         sys.exit(f"error: no release runs with chunks under {runs}")
     plot(rows, HERE / "release.png")
+    spread = seed_spread(rows)
+    noise = ("The noise between chunks, measured: the same chunk on other render seeds.\n\n" + "\n".join(spread)
+             + "\n\n") if spread else ""
     text = ("# Release chunks and their gate\n\n"
             "`python benchmarks/release/report.py` over the `pomona recipe release` runs in `runs/release/`. Each chunk "
             "continues a model on 800 freshly rendered images (seeds never used in its history); the gate compares the "
             "candidate with its base on the 144 real dev photos, both measured in the same run, and ships it only when it "
             "is ahead by more than the noise. Hours are wall time on the 2-core machine, shared with other jobs in some runs.\n\n"
             + table(rows) + "\n![release chunks](release.png)\n\n"
-            "Levers that need no training (weight soups of these chunks, a larger input size): `levers.md` "
+            + noise
+            + "Levers that need no training (weight soups of these chunks, a larger input size): `levers.md` "
             "(`python benchmarks/release/levers.py`).\n")
     (HERE / "results.md").write_text(text)
     print(text)
