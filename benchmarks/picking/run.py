@@ -230,7 +230,7 @@ def main() -> None:
         f"`pomona.picking.measure` on {spent['apples']} apples of {spent['frame']} ({spent['size'][0]}x{spent['size'][1]}, "
         f"{spent['distinct_apples_in_frame']} distinct apples, repeated to {spent['apples']}): "
         f"**{spent['cpu_ms_best']} ms** CPU per frame at best, {spent['cpu_ms_median']} ms median "
-        f"(wall {spent['wall_ms_median']} ms median), on this {spent['cores']}-core machine while it was shared "
+        f"(wall {spent['wall_ms_median']} ms median), on this {spent['cores']}-core machine "
         f"(1-minute load average {spent['load_average_1min']:.1f}). Of that, {spent['gather_cpu_ms_best']} ms is "
         "gathering each apple's depth points and outline (erosion, outlines and areas one OpenCV call for all "
         "apples, their masks packed into one mosaic image; a strided view and one findNonZero per apple); the rest "
