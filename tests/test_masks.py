@@ -101,3 +101,29 @@ def test_derived_quantities_match_full_frame_computation():
         ys, xs = np.nonzero(m)
         assert np.allclose(c, (xs.mean(), ys.mean()))
         assert np.array_equal(poly, M.mask_to_polygon(m))
+
+
+def test_polygons_through_one_mosaic_match_each_mask_alone():
+    """Instances.polygons outlines every mask with one findContours over a mosaic of their windows
+    (pomona/mosaic.py): overlapping apples, a two-part apple, a one-pixel mask, an empty mask and more apples
+    than one mosaic holds (255) must all give what each mask alone gives."""
+    rng = np.random.default_rng(3)
+    h, w = 160, 200
+    masks = [disc(h, w, int(rng.integers(10, w - 10)), int(rng.integers(10, h - 10)), int(rng.integers(3, 14)))
+             for _ in range(300)]
+    masks[1] = disc(h, w, 60, 60, 20) | disc(h, w, 75, 64, 18)  # overlaps masks[2]'s window
+    masks[2] = disc(h, w, 70, 62, 16)
+    masks[3][:, :] = False
+    masks[3][40:70, 40:46] = True
+    masks[3][40:70, 50:56] = True  # two parts
+    masks[4] = np.zeros((h, w), bool)
+    masks[4][5, 7] = True  # one pixel
+    inst = Instances.from_masks(np.stack(masks))
+    inst.masks[5] = False  # an instance whose mask came out empty
+    polys = inst.polygons()
+    assert len(polys) == len(masks)
+    for m, poly in zip(inst.masks, polys):
+        assert np.array_equal(poly, M.mask_to_polygon(m))
+    assert len(polys[5]) == 0 and len(polys[3]) > 8
+    records = inst.to_records(with_polygons=True)
+    assert all(isinstance(v, int) for r in records for xy in r["polygon"] for v in xy)  # whole pixel numbers
