@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pomona.mosaic import mosaics
+
 
 def mask_to_polygons(mask: np.ndarray, min_area: float = 1.0) -> list[np.ndarray]:
     """Outer contours of each connected part of ``mask`` (largest first), as float (K, 2) arrays."""
@@ -54,16 +56,16 @@ def instance_polygons(instances, min_area: float = 1.0) -> list[np.ndarray]:
     """``mask_to_polygon`` of every instance's mask, in frame pixels: all masks outlined by one findContours
     on a mosaic of their windows (pomona/mosaic.py); only a mask in several parts, or one too small for a
     polygon, is redone on its own."""
-    from pomona.mosaic import mosaics
-
     out = [np.zeros((0, 2), np.float32) for _ in range(len(instances))]
     for mosaic in mosaics(instances):
         contours, window = mosaic.contours(cv2.CHAIN_APPROX_SIMPLE)
         parts = np.bincount(window, minlength=len(mosaic.index))
+        done = np.zeros(len(mosaic.index), bool)
         for contour, k in zip(contours, window.tolist()):
             if parts[k] == 1 and len(contour) >= 3 and cv2.contourArea(contour) >= min_area:
                 out[mosaic.index[k]] = contour.astype(np.float32)
-        for k in np.flatnonzero((parts > 1) | (parts == 1) & [len(out[i]) == 0 for i in mosaic.index]).tolist():
+                done[k] = True
+        for k in np.flatnonzero(~done).tolist():
             (x0, y0), (h, w) = mosaic.origin[k], mosaic.shape[k]
             crop = instances.masks[mosaic.index[k], y0:y0 + h, x0:x0 + w]
             out[mosaic.index[k]] = mask_to_polygon(crop, min_area) + np.array([x0, y0], np.float32)

@@ -159,7 +159,8 @@ def _spread(counts: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, np.
     """For groups of ``counts`` consecutive entries: (group, slot, index) of at most ``limit`` entries per
     group, evenly spread over it (not its first ones)."""
     take = np.minimum(counts, limit)
-    group, slot, _ = _slots(np.arange(len(counts)), take)
+    group = np.repeat(np.arange(len(counts)), take)
+    slot = np.arange(int(take.sum())) - np.repeat(np.cumsum(take) - take, take)
     n = counts[group]
     index = np.cumsum(counts)[group] - n + np.where(n > limit, (slot * n) // max(limit, 1), slot)
     return group, slot, index
@@ -219,15 +220,6 @@ def _outline_points(out: _Samples, mosaic: Mosaic, max_outline: int) -> None:
     rows = mosaic.index[group]
     out.ou[rows, slot], out.ov[rows, slot] = points[index, 0], points[index, 1]
     out.outline[rows, slot] = True
-
-
-def _slots(apple: np.ndarray, counts: list[int]):
-    """(row, column) in the padded arrays of each of ``counts[k]`` consecutive entries of apple ``apple[k]``."""
-    per = np.asarray(counts)
-    total = int(per.sum())
-    rows = np.repeat(apple, per)
-    cols = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
-    return rows, cols, per
 
 
 def _outline_depth(out: _Samples, depth: np.ndarray) -> None:
