@@ -251,8 +251,9 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
                                                            "(default 1; resumed runs count what they spent)."),
            device: Optional[str] = typer.Option(None, help="cpu, 0, cuda:0 ... (default: cuda if available)."),
            chunks: Optional[int] = typer.Option(None, help="release: stop after this many chunks."),
-           n: Optional[int] = typer.Option(None, "--n", help="release: images rendered per chunk (default: the recipe's)."),
-           epochs: Optional[int] = typer.Option(None, help="release: epochs per chunk (default: the recipe's)."),
+           n: Optional[int] = typer.Option(None, "--n", help="Images to render (release: per chunk; default: the "
+                                                             "recipe's)."),
+           epochs: Optional[int] = typer.Option(None, help="Training epochs (release: per chunk; default: the recipe's)."),
            ship: bool = typer.Option(False, "--ship", help="release: install the candidate as the shipped model when "
                                                            "it beats it on the real dev photos by more than the noise."),
            ) -> None:
@@ -267,12 +268,12 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
                    f"{verdict['hours']:.2f} h)")
         typer.echo(f"gate: {verdict['reason']}" + ("; shipped" if verdict["shipped"] else ""))
         return
-    if any(v is not None for v in (hours, chunks, n, epochs)) or ship:
-        raise PomonaError("--hours, --chunks, --n, --epochs and --ship belong to `pomona recipe release`")
+    if any(v is not None for v in (hours, chunks)) or ship:
+        raise PomonaError("--hours, --chunks and --ship belong to `pomona recipe release`")
     from pomona.pipeline.recipe import run_recipe
 
     overrides = {"train": {"device": device}} if device else None
-    typer.echo(f"report: {run_recipe(name, out, overrides=overrides)}")
+    typer.echo(f"report: {run_recipe(name, out, overrides=overrides, n=n, epochs=epochs)}")
 
 
 @app.command()

@@ -209,11 +209,9 @@ def _surface_points(out: _Samples, mosaic: Mosaic, areas: np.ndarray, depth: np.
 
 
 def _outline_points(out: _Samples, mosaic: Mosaic, max_outline: int) -> None:
-    contours, window = mosaic.contours()
-    if not contours:
+    points, k = mosaic.boundary()
+    if not len(k):
         return
-    points = np.concatenate(contours)
-    k = np.repeat(window, [len(c) for c in contours])
     order = np.argsort(k, kind="stable")  # each apple's contours together, each contour's points in order
     points, k = points[order], k[order]
     group, slot, index = _spread(np.bincount(k, minlength=len(mosaic.index)), max_outline)

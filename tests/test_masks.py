@@ -127,3 +127,19 @@ def test_polygons_through_one_mosaic_match_each_mask_alone():
     assert len(polys[5]) == 0 and len(polys[3]) > 8
     records = inst.to_records(with_polygons=True)
     assert all(isinstance(v, int) for r in records for xy in r["polygon"] for v in xy)  # whole pixel numbers
+
+
+def test_mosaic_boundary_is_its_contours_joined():
+    """Mosaic.boundary (the picking step's outlines, no Python step per contour) holds the same points in the
+    same order, each with its window, as contours(): a two-part mask and touching windows included."""
+    from pomona.mosaic import mosaics
+
+    h, w = 120, 160
+    masks = [disc(h, w, 40, 40, 15), disc(h, w, 60, 45, 12), disc(h, w, 120, 90, 20)]
+    masks[2][60:75, 10:20] = True  # a second part far from the first: the window spans both
+    for mosaic in mosaics(Instances.from_masks(np.stack(masks))):
+        contours, window = mosaic.contours()
+        points, k = mosaic.boundary()
+        assert np.array_equal(points, np.concatenate(contours))
+        assert np.array_equal(k, np.repeat(window, [len(c) for c in contours]))
+        assert np.bincount(window).tolist() == [1, 1, 2]
