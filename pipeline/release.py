@@ -10,6 +10,8 @@
    shipped model (``--ship``) only when it beats it on the real dev photos, both measured in this run, by more
    than the recipe's measured noise. The photos are only ever evaluated on, never trained on or selected from.
 
+``promote`` puts a finished from-scratch recipe run (``--from-run RUN``) through the same gate as the next version.
+
 Everything resumes: a finished chunk is never redone (``OUT/state.json``), a rendered chunk is not re-rendered,
 and an interrupted training continues from its ``last.pt`` (Ultralytics' resume).
 """
@@ -242,6 +244,40 @@ def finish(out: Path, base: Base, state: dict, cfg: dict, real: Path | None, shi
         install_model(candidate, models_dir() / base.name)
         verdict["shipped"] = True
     atomic.write_json(out / "verdict.json", verdict)
+    return verdict
+
+
+def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real: Path | None = None,
+            latency_frames: int = 40) -> dict:
+    """A finished from-scratch recipe run (``pomona recipe sim2real --out RUN``) as the next version's candidate.
+
+    Continuing the shipped model is one way to spend compute; a longer run from scratch on a newer renderer is
+    another, and it answers to the same gate: the base is scored in this call on the same photos and at the
+    same size as the run scored its model, and the candidate replaces it only when ahead by more than the
+    recipe's noise. The card's history is the run's own (a new lineage); its notes name the model it replaced.
+    """
+    from pomona.models import models_dir
+    from pomona.pipeline.card import build_card, chunk_from_recipe_run, package_model, scores_of
+    from pomona.pipeline.evaluate import evaluate_model
+    from pomona.pipeline.recipe import default_real, load_recipe
+
+    cfg, run = load_recipe(recipe), Path(run)
+    base = load_base(str(cfg["model"]))
+    chunk, scores = chunk_from_recipe_run(run)
+    real = Path(real) if real else default_real()
+    base_real = evaluate_model(base.weights, real, "val", chunk["imgsz"], run / "eval-base-real-dev") if real else None
+    noise = float(cfg.get("noise", 0.0))
+    verdict = gate(scores["real_dev"], scores_of(base_real), noise)
+    scores["noise"] = f"a candidate must beat the model it replaces by more than {noise} real mask mAP50 (measured noise)"
+    card = build_card(base.name, base.version + 1, [chunk], scores, chunk["imgsz"], chunk["recipe"],
+                      notes=f"Trained from scratch by the `{chunk['recipe']}` recipe (a new lineage, not a continuation "
+                            f"of v{base.version}). Gate against {base.name} v{base.version}: {verdict['reason']}")
+    candidate = package_model(run / "weights" / "best.pt", card, run / "candidate" / base.name, latency_frames)
+    verdict.update(candidate=str(candidate), version=base.version + 1, chunks=1, hours=chunk["hours"], shipped=False)
+    if ship and verdict["beats"]:
+        install_model(candidate, models_dir() / base.name)
+        verdict["shipped"] = True
+    atomic.write_json(run / "verdict.json", verdict)
     return verdict
 
 

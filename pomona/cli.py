@@ -256,8 +256,18 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
            epochs: Optional[int] = typer.Option(None, help="Training epochs (release: per chunk; default: the recipe's)."),
            ship: bool = typer.Option(False, "--ship", help="release: install the candidate as the shipped model when "
                                                            "it beats it on the real dev photos by more than the noise."),
+           from_run: Optional[Path] = typer.Option(None, "--from-run", help="release: gate a finished from-scratch "
+                                                   "recipe run (e.g. runs/sim2real) as the next version instead of "
+                                                   "training a chunk."),
            ) -> None:
     """Run a named end-to-end recipe (pomona/recipes/NAME.yaml); `release` continues the shipped model."""
+    if name == "release" and from_run is not None:
+        from pomona.pipeline.release import promote
+
+        verdict = promote(from_run, ship=ship)
+        typer.echo(f"candidate: {verdict['candidate']} (v{verdict['version']}, from scratch, {verdict['hours']:.2f} h)")
+        typer.echo(f"gate: {verdict['reason']}" + ("; shipped" if verdict["shipped"] else ""))
+        return
     if name == "release":
         from pomona.pipeline.release import release
 
@@ -268,8 +278,8 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
                    f"{verdict['hours']:.2f} h)")
         typer.echo(f"gate: {verdict['reason']}" + ("; shipped" if verdict["shipped"] else ""))
         return
-    if any(v is not None for v in (hours, chunks)) or ship:
-        raise PomonaError("--hours, --chunks and --ship belong to `pomona recipe release`")
+    if any(v is not None for v in (hours, chunks, from_run)) or ship:
+        raise PomonaError("--hours, --chunks, --ship and --from-run belong to `pomona recipe release`")
     from pomona.pipeline.recipe import run_recipe
 
     overrides = {"train": {"device": device}} if device else None

@@ -143,6 +143,36 @@ def test_release_continues_on_fresh_seeds_resumes_gates_and_ships(models_env, tm
     assert card["data"]["seeds"] == [[1000, 1012], [2000, 2006], [2006, 2012]]
 
 
+@pytest.mark.slow
+def test_a_from_scratch_run_is_gated_as_the_next_version(models_env, tmp_path, monkeypatch):
+    """`pomona recipe release --from-run RUN`: a finished sim2real run against the shipped v1, scored in the same
+    call on the same photos; kept out within the noise, shipped as v2 (its own history) when ahead."""
+    import shutil
+
+    from pomona.pipeline import release as rel
+
+    models = tmp_path / "models"
+    shutil.copytree(models_env["models"], models)
+    monkeypatch.setenv("POMONA_MODELS_DIR", str(models))
+    run = tmp_path / "s2r"
+    shutil.copytree(models_env["root"] / "s2r", run)
+    recipe = tmp_path / "gate.yaml"
+    recipe.write_text(f"model: {NAME}\nnoise: 0.5\n")
+    kept = rel.promote(run, ship=True, recipe=recipe, real=models_env["real"], latency_frames=3)
+    assert not kept["beats"] and not kept["shipped"] and kept["version"] == 2
+    assert (run / "eval-base-real-dev").is_dir()  # the base, scored in this call
+    assert json.loads((models / NAME / "card.json").read_text())["version"] == 1
+
+    real_gate = rel.gate
+    monkeypatch.setattr(rel, "gate", lambda c, b, noise: real_gate(c, dict(b, mask=dict(b["mask"], map50=-1.0)), noise))
+    shipped = rel.promote(run, ship=True, recipe=recipe, real=models_env["real"], latency_frames=3)
+    assert shipped["beats"] and shipped["shipped"]
+    card = json.loads((models / NAME / "card.json").read_text())
+    assert card["version"] == 2 and card["training"]["chunks"] == 1
+    assert card["training"]["chunk_list"][0]["from"].endswith("(from scratch)")
+    assert "new lineage" in card["notes"] and "v1" in card["notes"]
+
+
 def test_box_only_dataset_gives_box_metrics_and_one_line(tmp_path):
     pytest.importorskip("ultralytics")
     from tests.test_export import make_random_model
