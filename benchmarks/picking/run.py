@@ -69,6 +69,26 @@ def reference_inference(model: str):
     return lambda: session.run(None, {inp.name: x}), f"{inp.shape[2]}x{inp.shape[3]}"
 
 
+ISSUE_YARDSTICK_MS = 15.0  # issue 17: raw ONNX Runtime on a YOLO11n-seg at 320 px took 15 ms on the machine of issues 17/19
+
+
+def issue_yardstick(model: str, work: Path):
+    """The call issue 17 timed on the machine the 2 ms target was set on: raw ONNX Runtime (its default session:
+    every core) on the model at 320 px, wall time. Timed here in the same batches, it scales this machine's
+    milliseconds to that machine's."""
+    import onnxruntime as ort
+
+    from pomona.models import resolve_model
+
+    onnx = work / "model-320.onnx"
+    if not onnx.is_file():
+        sh("export", str(resolve_model(model, prefer="pt")), "--imgsz", "320", "--out", str(onnx))
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])  # the default session, spinning
+    inp = session.get_inputs()[0]
+    x = np.random.default_rng(0).random((1, 3, 320, 320), np.float32)
+    return lambda: session.run(None, {inp.name: x})
+
+
 def cost(ds: Path, model: str, apples: int = 30, batches: int = 15, calls: int = 20) -> dict:
     """CPU time of the 3D step per frame of ``apples`` apples (true masks of the busiest rendered frame), and
     of one inference of ``model`` in the same batches (the yardstick)."""
@@ -86,9 +106,11 @@ def cost(ds: Path, model: str, apples: int = 30, batches: int = 15, calls: int =
     depth = cv2.imread(str(ds / best["depth"]), cv2.IMREAD_UNCHANGED)
     K = parse_intrinsics(best["intrinsics"], best["file"])
     infer, input_size = reference_inference(model)
+    issue_call = issue_yardstick(model, ds.parent)
     for _ in range(3):
         measure(inst, depth, K)
         infer()
+        issue_call()
 
     def cpu_ms(fn, n: int) -> tuple[float, float]:
         c0, w0 = time.process_time(), time.perf_counter()
@@ -96,18 +118,25 @@ def cost(ds: Path, model: str, apples: int = 30, batches: int = 15, calls: int =
             fn()
         return (time.process_time() - c0) / n * 1e3, (time.perf_counter() - w0) / n * 1e3
 
-    cpu, wall, gather, ref = [], [], [], []
-    for _ in range(batches):  # the whole step, its first half (each apple's points and outline) and the yardstick in turn
+    cpu, wall, gather, ref, issue = [], [], [], [], []
+    for _ in range(batches):  # the whole step, its first half (each apple's points and outline) and the yardsticks in turn
         c, w = cpu_ms(lambda: measure(inst, depth, K), calls)
         cpu.append(c)
         wall.append(w)
         gather.append(cpu_ms(lambda: gather_points(inst, depth), calls)[0])
         ref.append(cpu_ms(infer, 3)[0])
+        issue.append(cpu_ms(issue_call, 3)[1])
+        time.sleep(0.2)  # its spinning threads park before the 3D step is timed again (they would add to its CPU time)
+    scale = ISSUE_YARDSTICK_MS / statistics.median(issue)
     return {"apples": apples, "frame": best["file"], "distinct_apples_in_frame": best["apples"],
             "size": [size[1], size[0]], "cpu_ms_best": round(min(cpu), 2), "cpu_ms_median": round(statistics.median(cpu), 2),
             "wall_ms_median": round(statistics.median(wall), 2), "gather_cpu_ms_best": round(min(gather), 2),
             "reference": {"model": model, "input": input_size, "cpu_ms_best": round(min(ref), 2),
                           "cpu_ms_median": round(statistics.median(ref), 2)},
+            "issue_yardstick": {"call": "raw ONNX Runtime, default session, model at 320 px", "wall_ms_median":
+                                round(statistics.median(issue), 2), "on_issue_machine_ms": ISSUE_YARDSTICK_MS,
+                                "cpu_ms_best_scaled": round(min(cpu) * scale, 2),
+                                "cpu_ms_median_scaled": round(statistics.median(cpu) * scale, 2)},
             "load_average_1min": os.getloadavg()[0],
             "cores": os.cpu_count()}
 
@@ -187,7 +216,7 @@ def main() -> None:
     else:
         levels = [one_level(work, lv, args.n, args.size, args.seed, args.model) for lv in args.levels.split(",")]
     spent = cost(work / f"noise{first}", args.model)
-    ref = spent["reference"]
+    ref, iss = spent["reference"], spent["issue_yardstick"]
     result = {"n": args.n, "size": args.size, "seed": args.seed, "model": args.model, "levels": levels, "cost": spent,
               "minutes": round((time.time() - t0) / 60, 1)}
     (HERE / "results.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
@@ -243,6 +272,14 @@ def main() -> None:
         "2x (issue 17: raw ONNX Runtime on a YOLO11n-seg at 320 px took 7.5 ms on one, 15 ms on another), and one "
         "machine from hour to hour: "
         "compare the ratio across runs, not the milliseconds.",
+        "",
+        f"The machine the 2 ms target was set on, by the issue's own yardstick: issue 17 timed raw ONNX Runtime on a "
+        f"YOLO11n-seg at 320 px (default session) at {iss['on_issue_machine_ms']:.0f} ms there; the same call on "
+        f"`{ref['model']}` exported at 320 px took {iss['wall_ms_median']} ms here (median, same batches). Scaled by "
+        f"that ratio, the 3D step would take **{iss['cpu_ms_best_scaled']} ms** at best ({iss['cpu_ms_median_scaled']} "
+        f"median) there: **{'met' if iss['cpu_ms_best_scaled'] <= 2 else 'not met'}** by that estimate. The estimate "
+        "assumes the 3D step (numpy and OpenCV on one core) and ONNX Runtime (every core) speed up alike between the "
+        "two machines.",
         "",
         "![picking](picking.png)",
         "",
