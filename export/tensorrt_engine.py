@@ -167,16 +167,9 @@ def build_engine(onnx: Path, precision: str = "fp16", out: Path | None = None, c
     info = onnx_info(onnx)
     out = out or engine_path(onnx, precision)
     target = build_target(precision)
-    if out.is_file():
-        from pomona.edge.metadata import read_engine_file
-
-        try:
-            cached, _ = read_engine_file(out)
-            if {k: cached.extra.get(k) for k in target} == target:
-                print(f"pomona: reusing cached engine {out.name}", file=sys.stderr)
-                return out
-        except PomonaError:
-            pass
+    if _cached_engine_fits(out, target):
+        print(f"pomona: reusing cached engine {out.name}", file=sys.stderr)
+        return out
     if int(trt.__version__.split(".")[0]) >= 11 and precision != "fp32":
         raise PomonaError(f"TensorRT {trt.__version__} is strongly typed only: build FP32, or use TensorRT 10 for "
                           f"{precision}")
@@ -184,32 +177,9 @@ def build_engine(onnx: Path, precision: str = "fp16", out: Path | None = None, c
     builder = trt.Builder(logger)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise PomonaError(f"TensorRT could not parse {onnx}: {errors[:300]}")
-    inp = network.get_input(0)
-    if info.dynamic or any(d == -1 for d in inp.shape):
-        h, w = info.imgsz
-        profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, min=(1, 3, 32, 32), opt=(1, 3, h, w), max=(1, 3, 2 * h, 2 * w))
-        config.add_optimization_profile(profile)
-        if precision == "int8":
-            config.set_calibration_profile(profile)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # layers INT8 cannot take fall back to FP16, not FP32
-    if precision == "int8":
-        # beside the engine (the ONNX may sit on a read-only mount); reused by rebuilds on another GPU
-        cache = out.parent / (onnx.name.split(".")[0] + ".int8.calib")
-        if calib is None and not cache.is_file():
-            raise PomonaError("--int8 needs --calib DIR with synthetic images (e.g. from `pomona generate`)")
-        config.set_flag(trt.BuilderFlag.INT8)
-        images = calibration_images(calib) if calib is not None else []
-        if calib is not None and cache.is_file():
-            cache.unlink()  # new calibration data: do not reuse ranges measured on other images
-        config.int8_calibrator = _make_calibrator(trt, images, info.imgsz, cache)
+    network = _parse_network(trt, builder, logger, onnx)
+    profile = _input_profile(builder, config, network, info)
+    _set_precision(trt, config, precision, profile, info, onnx, out, calib)
     print(f"pomona: building {precision} TensorRT engine {out.name} (minutes on a Jetson) ...", file=sys.stderr)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -219,3 +189,58 @@ def build_engine(onnx: Path, precision: str = "fp16", out: Path | None = None, c
                             extra={**info.extra, **target, "onnx": onnx.name, "format": "engine"})
     write_engine_file(out, engine_info, bytes(serialized))
     return out
+
+
+def _cached_engine_fits(out: Path, target: dict) -> bool:
+    """An engine already at ``out`` built for this target (TensorRT version, GPU, precision) is reused."""
+    if not out.is_file():
+        return False
+    from pomona.edge.metadata import read_engine_file
+
+    try:
+        cached, _ = read_engine_file(out)
+    except PomonaError:
+        return False
+    return {k: cached.extra.get(k) for k in target} == target
+
+
+def _parse_network(trt, builder, logger, onnx: Path):
+    """The ONNX graph as a TensorRT network (explicit batch; TensorRT 10 has no other kind)."""
+    flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise PomonaError(f"TensorRT could not parse {onnx}: {errors[:300]}")
+    return network
+
+
+def _input_profile(builder, config, network, info):
+    """A dynamic input gets an optimization profile (32 px up to twice the export size); None for a fixed one."""
+    inp = network.get_input(0)
+    if not (info.dynamic or any(d == -1 for d in inp.shape)):
+        return None
+    h, w = info.imgsz
+    profile = builder.create_optimization_profile()
+    profile.set_shape(inp.name, min=(1, 3, 32, 32), opt=(1, 3, h, w), max=(1, 3, 2 * h, 2 * w))
+    config.add_optimization_profile(profile)
+    return profile
+
+
+def _set_precision(trt, config, precision: str, profile, info, onnx: Path, out: Path, calib: Path | None) -> None:
+    """FP16 for fp16 and int8 (layers INT8 cannot take fall back to FP16, not FP32); INT8 with its calibrator."""
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision != "int8":
+        return
+    if profile is not None:
+        config.set_calibration_profile(profile)
+    # beside the engine (the ONNX may sit on a read-only mount); reused by rebuilds on another GPU
+    cache = out.parent / (onnx.name.split(".")[0] + ".int8.calib")
+    if calib is None and not cache.is_file():
+        raise PomonaError("--int8 needs --calib DIR with synthetic images (e.g. from `pomona generate`)")
+    config.set_flag(trt.BuilderFlag.INT8)
+    images = calibration_images(calib) if calib is not None else []
+    if calib is not None and cache.is_file():
+        cache.unlink()  # new calibration data: do not reuse ranges measured on other images
+    config.int8_calibrator = _make_calibrator(trt, images, info.imgsz, cache)
