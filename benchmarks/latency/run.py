@@ -223,14 +223,7 @@ def markdown(r: dict) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=str(ROOT / "runs/quickstart/weights/best.pt"))
-    p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--size", default="640x480", help="frame size WxH")
-    p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
-    p.add_argument("--out", default=str(HERE))
-    a = p.parse_args()
+    a = _args()
     weights = Path(a.weights)
     if not weights.is_file():
         raise SystemExit(f"weights not found: {weights} (run `pomona quickstart` or pass --weights)")
@@ -238,90 +231,25 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     pt = work / "model.pt"
     shutil.copyfile(weights, pt)
-
-    from pomona.edge.bench import DEFAULT_PROMPT, machine_info
-    from pomona.export.exporter import export_model
+    from pomona.edge.bench import machine_info
 
     w, h = (int(v) for v in a.size.lower().split("x"))
-    frames = work / "frames"
-    frames.mkdir(exist_ok=True)
-    gt = []
-    import cv2
-
-    from pomona.pipeline.procedural import render
-
-    seed = 5000
-    while len(gt) < 30 and seed < 5300:  # frames with 10-35 visible apples, the target workload
-        scene = render(DEFAULT_PROMPT, seed, (w, h))
-        seed += 1
-        if 10 <= len(scene.instances) <= 35:
-            cv2.imwrite(str(frames / f"frame_{len(gt):04d}.jpg"), scene.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-            gt.append(len(scene.instances))
-    print(f"frames: {frames} ({sum(gt) / len(gt):.1f} apples/frame)", file=sys.stderr)
-
-    calib = work / "calib"
-    if not calib.is_dir():  # INT8 calibration data: synthetic renders only, never real photos
-        from pomona.pipeline.generate import generate_procedural
-
-        generate_procedural(calib, n=48, size=(w, h), seed=7000, workers=1)
-    fp32 = export_model(pt, format="onnx")
-    fp16 = export_model(pt, format="onnx", half=True)
-    int8 = export_model(pt, format="onnx", int8=True, calib=calib)
-    print("exported + parity checked", file=sys.stderr)
-    from pomona.export.parity import parity_check, parity_images
-
-    wide = parity_images(n=24, seed=100)
-    parity_wide = {label: parity_check(pt, Path(x["path"]), x["precision"], images=wide, conf=a.conf,
-                                       report_path=work / f"{Path(x['path']).stem}.wide.parity.json")
-                   for label, x in (("onnx fp32", fp32), ("onnx fp16", fp16), ("onnx int8", int8))}
+    frames, gt = render_frames(work / "frames", w, h)
+    fp32, fp16, int8 = export_all(pt, work, w, h)
+    parity_wide = wide_parity(pt, work, a.conf, {"onnx fp32": fp32, "onnx fp16": fp16, "onnx int8": int8})
     load_before = os.getloadavg()
-    src = ["--source", str(frames), "--frames", str(a.frames), "--conf", str(a.conf)]
-    runs = {}
-    runs["pomona onnxruntime fp32"] = _child(["pomona", fp32["path"], *src])
-    runs["pomona onnxruntime fp16"] = _child(["pomona", fp16["path"], *src])
-    runs["pomona onnxruntime int8"] = _child(["pomona", int8["path"], *src])
-    runs["pomona onnxruntime fp32, 1 ORT thread"] = _child(["pomona", fp32["path"], *src, "--ort-threads", "1"])
-    runs["pomona onnxruntime int8, 1 ORT thread"] = _child(["pomona", int8["path"], *src, "--ort-threads", "1"])
-    runs["ultralytics predict .pt"] = _child(["ultralytics", str(pt), *src])
-    runs["ultralytics predict .pt retina"] = _child(["ultralytics", str(pt), *src, "--retina"])
-    runs["ultralytics predict .pt, all cores"] = _child(["ultralytics", str(pt), *src, "--all-cores"])
-    runs["ultralytics predict .onnx"] = _child(["ultralytics", fp32["path"], *src])
-    options = {label: _child(["ort-options", x["path"], *src]) for label, x in (("fp32", fp32), ("int8", int8))}
+    runs, options = time_runs(pt, fp32, fp16, int8, ["--source", str(frames), "--frames", str(a.frames), "--conf", str(a.conf)])
     load_after = os.getloadavg()
     for label, res in runs.items():
         print(f"{label}: {res['fps_model']:.1f} fps", file=sys.stderr)
     ours = runs["pomona onnxruntime fp32"]
-    q8 = runs["pomona onnxruntime int8"]
-    pt_fps = runs["ultralytics predict .pt"]["fps_model"]
     results = {
         "command": "python benchmarks/latency/run.py " + " ".join(sys.argv[1:]),
         "weights": str(weights), "imgsz": ours["imgsz"], "conf": a.conf, "frames": a.frames,
         "frame_size": f"{w}x{h}", "gt_apples_mean": sum(gt) / len(gt), "machine": machine_info(),
         "load_average_1_5_15": {"before_timing": list(load_before), "after_timing": list(load_after)},
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "per_frame"} for k, v in runs.items()},
-        "ratios": {
-            "pomona fp32 vs Ultralytics predict .pt": ours["fps_model"] / runs["ultralytics predict .pt"]["fps_model"],
-            "pomona fp32 vs Ultralytics predict .pt (retina masks, same output as ours)":
-                ours["fps_model"] / runs["ultralytics predict .pt retina"]["fps_model"],
-            "pomona fp32 vs Ultralytics predict .pt, torch on every core":
-                ours["fps_model"] / runs["ultralytics predict .pt, all cores"]["fps_model"],
-            "pomona fp32 vs Ultralytics predict .onnx": ours["fps_model"] / runs["ultralytics predict .onnx"]["fps_model"],
-            "pomona fp16 vs Ultralytics predict .pt": runs["pomona onnxruntime fp16"]["fps_model"] / pt_fps,
-            "pomona int8 vs Ultralytics predict .pt": q8["fps_model"] / pt_fps,
-            "pomona int8 vs Ultralytics predict .pt (retina masks)":
-                q8["fps_model"] / runs["ultralytics predict .pt retina"]["fps_model"],
-            "pomona int8 vs Ultralytics predict .onnx": q8["fps_model"] / runs["ultralytics predict .onnx"]["fps_model"],
-            "pomona int8 end-to-end (capture + model + render) vs Ultralytics predict .pt (model only)":
-                q8["fps_e2e"] / pt_fps,
-            "pomona fp32 end-to-end (capture + model + render) vs Ultralytics predict .pt (model only)":
-                ours["fps_e2e"] / pt_fps,
-            "pomona fp32, 1 ORT thread vs Ultralytics predict .pt":
-                runs["pomona onnxruntime fp32, 1 ORT thread"]["fps_model"] / pt_fps,
-            "pomona int8, 1 ORT thread vs Ultralytics predict .pt":
-                runs["pomona onnxruntime int8, 1 ORT thread"]["fps_model"] / pt_fps,
-            "pomona int8, 1 ORT thread, end-to-end vs Ultralytics predict .pt (model only)":
-                runs["pomona onnxruntime int8, 1 ORT thread"]["fps_e2e"] / pt_fps,
-        },
+        "ratios": ratios(runs),
         "ort_options": options,
         "post_share_by_count": post_share_by_count(ours),
         "parity": {"onnx fp32": fp32["parity"], "onnx fp16": fp16["parity"], "onnx int8": int8["parity"]},
@@ -333,6 +261,103 @@ def main() -> None:
     (out / "results.md").write_text(markdown(results))
     plot(results, out / "latency.png")
     print(markdown(results))
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=str(ROOT / "runs/quickstart/weights/best.pt"))
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--size", default="640x480", help="frame size WxH")
+    p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--out", default=str(HERE))
+    return p.parse_args()
+
+
+def render_frames(frames: Path, w: int, h: int) -> tuple[Path, list[int]]:
+    """Up to 30 rendered frames with 10-35 visible apples each (the target workload); their apple counts."""
+    import cv2
+
+    from pomona.edge.bench import DEFAULT_PROMPT
+    from pomona.pipeline.procedural import render
+
+    frames.mkdir(parents=True, exist_ok=True)
+    gt, seed = [], 5000
+    while len(gt) < 30 and seed < 5300:
+        scene = render(DEFAULT_PROMPT, seed, (w, h))
+        seed += 1
+        if 10 <= len(scene.instances) <= 35:
+            cv2.imwrite(str(frames / f"frame_{len(gt):04d}.jpg"), scene.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            gt.append(len(scene.instances))
+    print(f"frames: {frames} ({sum(gt) / len(gt):.1f} apples/frame)", file=sys.stderr)
+    return frames, gt
+
+
+def export_all(pt: Path, work: Path, w: int, h: int) -> tuple[dict, dict, dict]:
+    """FP32, FP16 and INT8 ONNX exports of ``pt``, each parity-checked (INT8 calibrated on synthetic renders only)."""
+    from pomona.export.exporter import export_model
+
+    calib = work / "calib"
+    if not calib.is_dir():
+        from pomona.pipeline.generate import generate_procedural
+
+        generate_procedural(calib, n=48, size=(w, h), seed=7000, workers=1)
+    fp32 = export_model(pt, format="onnx")
+    fp16 = export_model(pt, format="onnx", half=True)
+    int8 = export_model(pt, format="onnx", int8=True, calib=calib)
+    print("exported + parity checked", file=sys.stderr)
+    return fp32, fp16, int8
+
+
+def wide_parity(pt: Path, work: Path, conf: float, exports: dict[str, dict]) -> dict:
+    """Each export against the .pt on 24 more varied renders than the exporter's own parity set."""
+    from pomona.export.parity import parity_check, parity_images
+
+    wide = parity_images(n=24, seed=100)
+    return {label: parity_check(pt, Path(x["path"]), x["precision"], images=wide, conf=conf,
+                                report_path=work / f"{Path(x['path']).stem}.wide.parity.json")
+            for label, x in exports.items()}
+
+
+def time_runs(pt: Path, fp32: dict, fp16: dict, int8: dict, src: list[str]) -> tuple[dict, dict]:
+    """Every runtime on the same frames, one child process each; and ONNX Runtime's session options."""
+    runs = {
+        "pomona onnxruntime fp32": _child(["pomona", fp32["path"], *src]),
+        "pomona onnxruntime fp16": _child(["pomona", fp16["path"], *src]),
+        "pomona onnxruntime int8": _child(["pomona", int8["path"], *src]),
+        "pomona onnxruntime fp32, 1 ORT thread": _child(["pomona", fp32["path"], *src, "--ort-threads", "1"]),
+        "pomona onnxruntime int8, 1 ORT thread": _child(["pomona", int8["path"], *src, "--ort-threads", "1"]),
+        "ultralytics predict .pt": _child(["ultralytics", str(pt), *src]),
+        "ultralytics predict .pt retina": _child(["ultralytics", str(pt), *src, "--retina"]),
+        "ultralytics predict .pt, all cores": _child(["ultralytics", str(pt), *src, "--all-cores"]),
+        "ultralytics predict .onnx": _child(["ultralytics", fp32["path"], *src]),
+    }
+    options = {label: _child(["ort-options", x["path"], *src]) for label, x in (("fp32", fp32), ("int8", int8))}
+    return runs, options
+
+
+def ratios(runs: dict) -> dict[str, float]:
+    """Model FPS (and end-to-end FPS) of pomona's runs over Ultralytics', same frames, same run."""
+    fps = {k: v["fps_model"] for k, v in runs.items()}
+    e2e = {k: v["fps_e2e"] for k, v in runs.items() if v.get("fps_e2e")}
+    pt, ours, q8 = fps["ultralytics predict .pt"], "pomona onnxruntime fp32", "pomona onnxruntime int8"
+    one32, one8 = "pomona onnxruntime fp32, 1 ORT thread", "pomona onnxruntime int8, 1 ORT thread"
+    return {
+        "pomona fp32 vs Ultralytics predict .pt": fps[ours] / pt,
+        "pomona fp32 vs Ultralytics predict .pt (retina masks, same output as ours)":
+            fps[ours] / fps["ultralytics predict .pt retina"],
+        "pomona fp32 vs Ultralytics predict .pt, torch on every core": fps[ours] / fps["ultralytics predict .pt, all cores"],
+        "pomona fp32 vs Ultralytics predict .onnx": fps[ours] / fps["ultralytics predict .onnx"],
+        "pomona fp16 vs Ultralytics predict .pt": fps["pomona onnxruntime fp16"] / pt,
+        "pomona int8 vs Ultralytics predict .pt": fps[q8] / pt,
+        "pomona int8 vs Ultralytics predict .pt (retina masks)": fps[q8] / fps["ultralytics predict .pt retina"],
+        "pomona int8 vs Ultralytics predict .onnx": fps[q8] / fps["ultralytics predict .onnx"],
+        "pomona int8 end-to-end (capture + model + render) vs Ultralytics predict .pt (model only)": e2e[q8] / pt,
+        "pomona fp32 end-to-end (capture + model + render) vs Ultralytics predict .pt (model only)": e2e[ours] / pt,
+        "pomona fp32, 1 ORT thread vs Ultralytics predict .pt": fps[one32] / pt,
+        "pomona int8, 1 ORT thread vs Ultralytics predict .pt": fps[one8] / pt,
+        "pomona int8, 1 ORT thread, end-to-end vs Ultralytics predict .pt (model only)": e2e[one8] / pt,
+    }
 
 
 if __name__ == "__main__":
