@@ -1,7 +1,8 @@
 """Every release run's chunks and gate verdicts in one table and one picture.
 
 `python benchmarks/release/report.py [RUNS_DIR]` reads each `runs/release/*/state.json` and `verdict.json`
-(written by `pomona recipe release`) and writes `results.md` and `release.png` next to this file. The real
+(written by `pomona recipe release`), and each from-scratch run gated with `--from-run` (`runs/*/verdict.json`), and
+writes `results.md` and `release.png` next to this file. The real
 dev photos are only ever evaluated on: each row's real score is what the gate compared, measured in that run.
 """
 
@@ -24,6 +25,21 @@ def read_runs(runs: Path) -> list[dict]:
         for chunk in state.get("chunks", []):
             rows.append(dict(run=state_file.parent.name, base=f"v{state['base']['version']}", base_real=base,
                              verdict=verdict, **chunk))
+    return rows
+
+
+def read_scratch_runs(runs: Path) -> list[dict]:
+    """From-scratch recipe runs gated by `pomona recipe release --from-run RUN` (their verdict.json and candidate
+    card), as rows of the same table: one chunk each, compared with the shipped model it would replace."""
+    rows = []
+    for verdict_file in sorted(runs.glob("*/verdict.json"), key=lambda p: p.stat().st_mtime):
+        verdict = json.loads(verdict_file.read_text())
+        card_file = Path(verdict.get("candidate", "")) / "card.json"
+        if not card_file.is_file():
+            continue
+        chunk = json.loads(card_file.read_text())["training"]["chunk_list"][0]
+        rows.append(dict(chunk, run=verdict_file.parent.name, base=f"scratch (vs v{verdict['version'] - 1})",
+                         base_real=verdict["base_real_mask_map50"], verdict=verdict))
     return rows
 
 
@@ -79,7 +95,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
 
 def main(runs: Path = Path("runs/release")) -> None:
-    rows = read_runs(runs)
+    rows = read_runs(runs) + read_scratch_runs(runs.parent)
     if not rows:
         sys.exit(f"error: no release runs with chunks under {runs}")
     plot(rows, HERE / "release.png")
@@ -88,7 +104,9 @@ def main(runs: Path = Path("runs/release")) -> None:
              + "\n\n") if spread else ""
     text = ("# Release chunks and their gate\n\n"
             "`python benchmarks/release/report.py` over the `pomona recipe release` runs in `runs/release/`. Each chunk "
-            "continues a model on 800 freshly rendered images (seeds never used in its history); the gate compares the "
+            "continues a model on 800 freshly rendered images (seeds never used in its history); a `scratch` row is a "
+            "whole recipe run from random weights, gated with `--from-run` against the model it would replace. The "
+            "gate compares the "
             "candidate with its base on the 144 real dev photos, both measured in the same run, and ships it only when it "
             "is ahead by more than the noise. Hours are wall time on the 2-core machine, shared with other jobs in some runs.\n\n"
             + table(rows) + "\n![release chunks](release.png)\n\n"
