@@ -40,10 +40,9 @@ class Mosaic:
         found, _ = cv2.findContours(self.image, cv2.RETR_EXTERNAL, method)
         if not found:
             return [], np.zeros(0, np.int64)
-        first = np.array([c[0, 0] for c in found])  # a contour's points are its mask's own boundary pixels
-        window = self.image[first[:, 1], first[:, 0]].astype(np.int64) - 1
-        shift = self.origin[window] - self.at[window]
-        return [c.reshape(-1, 2) + s for c, s in zip(found, shift)], window
+        points, window = self._in_frame(found)
+        starts = np.cumsum([len(c) for c in found[:-1]], dtype=np.int64)
+        return np.split(points, starts), window[np.r_[0, starts]]
 
     def boundary(self) -> tuple[np.ndarray, np.ndarray]:
         """Every window's outer boundary pixels as one (M, 2) array of frame x, y, each contour's points in order,
@@ -51,10 +50,13 @@ class Mosaic:
         found, _ = cv2.findContours(self.image, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         if not found:
             return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+        return self._in_frame(found)
+
+    def _in_frame(self, found) -> tuple[np.ndarray, np.ndarray]:
+        """findContours' points joined, moved from the mosaic to the frame, and the window (k) of each point."""
         points = np.concatenate(found).reshape(-1, 2)
         window = self.image[points[:, 1], points[:, 0]].astype(np.int64) - 1  # each point is its own mask's pixel
         return points + (self.origin - self.at)[window], window
-
 
 def _pack(shapes: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """Shelf packing: windows by height, left to right in rows about as wide as the mosaic is tall.
