@@ -218,7 +218,6 @@ def release(hours: float | None = 1.0, device: str | None = None, chunks: int | 
 
 def finish(out: Path, base: Base, state: dict, cfg: dict, real: Path | None, ship: bool) -> dict:
     """Package the last chunk's model as a candidate with its card and decide whether it may replace the base."""
-    from pomona.models import models_dir
     from pomona.pipeline.card import build_card, package_model, scores_of
     from pomona.pipeline.evaluate import evaluate_model
 
@@ -238,13 +237,8 @@ def finish(out: Path, base: Base, state: dict, cfg: dict, real: Path | None, shi
     card = build_card(base.name, base.version + 1, chunks, scores, last["imgsz"], "release",
                       notes=f"Continued from {base.name} v{base.version}. Gate: {verdict['reason']}")
     candidate = package_model(Path(last["weights"]), card, out / "candidate" / base.name)
-    verdict.update(candidate=str(candidate), version=base.version + 1, chunks=len(state["chunks"]),
-                   hours=round(sum(c["hours"] for c in state["chunks"]), 3), shipped=False)
-    if ship and verdict["beats"]:
-        install_model(candidate, models_dir() / base.name)
-        verdict["shipped"] = True
-    atomic.write_json(out / "verdict.json", verdict)
-    return verdict
+    return settle(verdict, candidate, base, ship, out, chunks=len(state["chunks"]),
+                  hours=round(sum(c["hours"] for c in state["chunks"]), 3))
 
 
 def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real: Path | None = None,
@@ -256,7 +250,6 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     same size as the run scored its model, and the candidate replaces it only when ahead by more than the
     recipe's noise. The card's history is the run's own (a new lineage); its notes name the model it replaced.
     """
-    from pomona.models import models_dir
     from pomona.pipeline.card import build_card, chunk_from_recipe_run, package_model, scores_of
     from pomona.pipeline.evaluate import evaluate_model
     from pomona.pipeline.recipe import default_real, load_recipe
@@ -273,11 +266,19 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
                       notes=f"Trained from scratch by the `{chunk['recipe']}` recipe (a new lineage, not a continuation "
                             f"of v{base.version}). Gate against {base.name} v{base.version}: {verdict['reason']}")
     candidate = package_model(run / "weights" / "best.pt", card, run / "candidate" / base.name, latency_frames)
-    verdict.update(candidate=str(candidate), version=base.version + 1, chunks=1, hours=chunk["hours"], shipped=False)
+    return settle(verdict, candidate, base, ship, run, chunks=1, hours=chunk["hours"])
+
+
+def settle(verdict: dict, candidate: Path, base: Base, ship: bool, out: Path, **facts) -> dict:
+    """The gate's verdict with its candidate (the base's next version) and ``facts``; the candidate installed as
+    the shipped model when it beat the base and ``ship`` was asked; written to ``OUT/verdict.json``."""
+    from pomona.models import models_dir
+
+    verdict.update(candidate=str(candidate), version=base.version + 1, **facts, shipped=False)
     if ship and verdict["beats"]:
         install_model(candidate, models_dir() / base.name)
         verdict["shipped"] = True
-    atomic.write_json(run / "verdict.json", verdict)
+    atomic.write_json(out / "verdict.json", verdict)
     return verdict
 
 

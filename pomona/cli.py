@@ -261,21 +261,17 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
                                                    "training a chunk."),
            ) -> None:
     """Run a named end-to-end recipe (pomona/recipes/NAME.yaml); `release` continues the shipped model."""
-    if name == "release" and from_run is not None:
-        from pomona.pipeline.release import promote
-
-        verdict = promote(from_run, ship=ship)
-        typer.echo(f"candidate: {verdict['candidate']} (v{verdict['version']}, from scratch, {verdict['hours']:.2f} h)")
-        typer.echo(f"gate: {verdict['reason']}" + ("; shipped" if verdict["shipped"] else ""))
-        return
     if name == "release":
-        from pomona.pipeline.release import release
+        from pomona.pipeline.release import promote, release
 
-        overrides = {k: v for k, v in (("n", n), ("epochs", epochs)) if v is not None}
-        verdict = release(hours=hours if hours is not None or chunks is not None else 1.0, device=device, chunks=chunks,
-                          out=out, ship=ship, chunk_overrides=overrides)
-        typer.echo(f"candidate: {verdict['candidate']} (v{verdict['version']}, {verdict['chunks']} chunk(s), "
-                   f"{verdict['hours']:.2f} h)")
+        if from_run is not None:
+            verdict, how = promote(from_run, ship=ship), "from scratch"
+        else:
+            overrides = {k: v for k, v in (("n", n), ("epochs", epochs)) if v is not None}
+            verdict = release(hours=hours if hours is not None or chunks is not None else 1.0, device=device,
+                              chunks=chunks, out=out, ship=ship, chunk_overrides=overrides)
+            how = f"{verdict['chunks']} chunk(s)"
+        typer.echo(f"candidate: {verdict['candidate']} (v{verdict['version']}, {how}, {verdict['hours']:.2f} h)")
         typer.echo(f"gate: {verdict['reason']}" + ("; shipped" if verdict["shipped"] else ""))
         return
     if any(v is not None for v in (hours, chunks, from_run)) or ship:
