@@ -63,7 +63,14 @@ def reference_inference(model: str):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(resolve_model(model, prefer="onnx")), opts, providers=["CPUExecutionProvider"])
+    return onnx_call(resolve_model(model, prefer="onnx"), opts)
+
+
+def onnx_call(onnx: Path, opts=None):
+    """One ONNX Runtime call of ``onnx`` on a fixed random input (as a callable), and the input's size, HxW."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
     inp = session.get_inputs()[0]
     x = np.random.default_rng(0).random((1, 3, *inp.shape[2:]), np.float32)
     return lambda: session.run(None, {inp.name: x}), f"{inp.shape[2]}x{inp.shape[3]}"
@@ -76,17 +83,12 @@ def issue_yardstick(model: str, work: Path):
     """The call issue 17 timed on the machine the 2 ms target was set on: raw ONNX Runtime (its default session:
     every core) on the model at 320 px, wall time. Timed here in the same batches, it scales this machine's
     milliseconds to that machine's."""
-    import onnxruntime as ort
-
     from pomona.models import resolve_model
 
     onnx = work / "model-320.onnx"
     if not onnx.is_file():
         sh("export", str(resolve_model(model, prefer="pt")), "--imgsz", "320", "--out", str(onnx))
-    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])  # the default session, spinning
-    inp = session.get_inputs()[0]
-    x = np.random.default_rng(0).random((1, 3, 320, 320), np.float32)
-    return lambda: session.run(None, {inp.name: x})
+    return onnx_call(onnx)[0]  # the default session (every core, spinning)
 
 
 def cost(ds: Path, model: str, apples: int = 30, batches: int = 15, calls: int = 20) -> dict:
