@@ -265,6 +265,10 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
         from pomona.pipeline.release import promote, release
 
         if from_run is not None:
+            ignored = [flag for flag, v in (("--hours", hours), ("--chunks", chunks), ("--n", n), ("--epochs", epochs),
+                                            ("--device", device), ("--out", out)) if v is not None]
+            if ignored:  # the run is finished: nothing would be trained, and a silently dropped flag misleads
+                raise PomonaError(f"--from-run gates a finished run; {', '.join(ignored)} would have no effect")
             verdict, how = promote(from_run, ship=ship), "from scratch"
         else:
             overrides = {k: v for k, v in (("n", n), ("epochs", epochs)) if v is not None}

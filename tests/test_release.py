@@ -235,3 +235,11 @@ def test_an_interrupted_chunk_resumes_its_training(tmp_path, monkeypatch):
         epochs = [int(float(row["epoch"])) for row in csv.DictReader(f)]
     assert epochs == [1, 2, 3]  # the first epoch is not trained again
     assert sorted(p.name for p in (run / "weights").glob("epoch*.pt")) == ["epoch0.pt", "epoch1.pt", "epoch2.pt"]
+
+
+def test_from_run_refuses_flags_it_would_ignore(tmp_path):
+    """--from-run gates a finished run: training flags beside it get one line and exit 2, not a silent no-op."""
+    proc = subprocess.run([sys.executable, "-m", "pomona.cli", "recipe", "release", "--from-run", str(tmp_path),
+                           "--epochs", "3", "--hours", "1"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--hours, --epochs would have no effect" in proc.stderr.strip().splitlines()[-1]
