@@ -162,8 +162,22 @@ def plot(results: dict, path: Path) -> None:
 
 
 def markdown(r: dict) -> str:
-    m = r["machine"]
     lines = [
+        *intro_lines(r),
+        *runs_table(r),
+        *stages_table(r),
+        *ratio_lines(r),
+        *ort_options_table(r),
+        *post_share_table(r),
+        *parity_table(r),
+        "", "![latency per stage](latency.png)", "",
+    ]
+    return "\n".join(lines)
+
+
+def intro_lines(r: dict) -> list[str]:
+    m = r["machine"]
+    return [
         "# Latency: pomona edge runtime vs Ultralytics predict",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, onnxruntime {m.get('onnxruntime')}, OpenCV {m['opencv']}, "
@@ -179,47 +193,69 @@ def markdown(r: dict) -> str:
         "Model time = one `Predictor(frame)` call (pre + infer + post, masks at source resolution) or one "
         "`YOLO(...).predict(frame)` call. End-to-end adds capture (JPEG decode) and rendering (supervision annotators).",
         "",
-        "| run | model ms p50 / p95 / p99 | model FPS | end-to-end FPS | peak RSS MB | apples/frame |",
-        "|---|---|---|---|---|---|",
     ]
+
+
+def runs_table(r: dict) -> list[str]:
+    lines = ["| run | model ms p50 / p95 / p99 | model FPS | end-to-end FPS | peak RSS MB | apples/frame |",
+             "|---|---|---|---|---|---|"]
     for label, x in r["runs"].items():
         mm = x["model_ms"]
         e2e = f"{x['fps_e2e']:.1f}" if "fps_e2e" in x else "-"
         lines.append(f"| {label} | {mm['p50']:.1f} / {mm['p95']:.1f} / {mm['p99']:.1f} | {x['fps_model']:.1f} | {e2e} | "
                      f"{x['peak_rss_mb']:.0f} | {x['apples_mean']:.1f} |")
-    lines += ["", "Per stage (ms, p50 / p95 / p99):", "", "| run | " + " | ".join(STAGES) + " |",
-              "|---|" + "---|" * len(STAGES)]
+    return lines
+
+
+def stages_table(r: dict) -> list[str]:
+    lines = ["", "Per stage (ms, p50 / p95 / p99):", "", "| run | " + " | ".join(STAGES) + " |",
+             "|---|" + "---|" * len(STAGES)]
     for label, x in r["runs"].items():
         cells = []
         for s in STAGES:
             v = x["stages_ms"].get(s)
             cells.append(f"{v['p50']:.2f} / {v['p95']:.2f} / {v['p99']:.2f}" if v else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Ratios (model FPS, same frames, same run):", ""]
+    return lines
+
+
+def ratio_lines(r: dict) -> list[str]:
+    lines = ["", "Ratios (model FPS, same frames, same run):", ""]
     for k, v in r["ratios"].items():
         lines.append(f"- {k}: **{v:.2f}x**")
-    lines += ["", "ONNX Runtime session options (bare `session.run`, same frames, median / mean ms; \"runtime\" is "
-              "what `OnnxBackend` uses):", "", "| options | " + " | ".join(r["ort_options"]) + " |",
-              "|---|" + "---|" * len(r["ort_options"])]
+    return lines
+
+
+def ort_options_table(r: dict) -> list[str]:
+    lines = ["", "ONNX Runtime session options (bare `session.run`, same frames, median / mean ms; \"runtime\" is "
+             "what `OnnxBackend` uses):", "", "| options | " + " | ".join(r["ort_options"]) + " |",
+             "|---|" + "---|" * len(r["ort_options"])]
     for opt in ORT_OPTIONS:
         cells = [f"{r['ort_options'][m][opt]['p50']:.1f} / {r['ort_options'][m][opt]['mean']:.1f}" for m in r["ort_options"]]
         lines.append(f"| {opt} | " + " | ".join(cells) + " |")
-    lines += ["", "Post-processing share of model time (pomona ONNX FP32), by apples per frame:", "",
-              "| apples | frames | post ms | share |", "|---|---|---|---|"]
+    return lines
+
+
+def post_share_table(r: dict) -> list[str]:
+    lines = ["", "Post-processing share of model time (pomona ONNX FP32), by apples per frame:", "",
+             "| apples | frames | post ms | share |", "|---|---|---|---|"]
     for row in r["post_share_by_count"]:
         lines.append(f"| {row['apples']} | {row['frames']} | {row['post_ms']:.2f} | {100 * row['post_share']:.1f}% |")
-    lines += ["", f"Parity vs PyTorch (synthetic square images; the export's own check: 6 images at conf 0.1, "
-              f"the wide sample: 24 other images at conf {r['conf']}):", "",
-              "| export | sample | status (tolerance) | mean box IoU | mean / min mask IoU | max score diff | "
-              "PyTorch / exported / matched |", "|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def parity_table(r: dict) -> list[str]:
+    lines = ["", f"Parity vs PyTorch (synthetic square images; the export's own check: 6 images at conf 0.1, "
+             f"the wide sample: 24 other images at conf {r['conf']}):", "",
+             "| export | sample | status (tolerance) | mean box IoU | mean / min mask IoU | max score diff | "
+             "PyTorch / exported / matched |", "|---|---|---|---|---|---|---|"]
     for sample, reports in (("export check", r["parity"]), ("wide sample", r["parity_wide"])):
         for label, p in reports.items():
             lines.append(f"| {label} | {sample} ({p['images']} images) | {p['status']} ({p['tolerance_mask_iou']}) | "
                          f"{p['mean_box_iou']:.4f} | {p['mean_mask_iou']:.4f} / {p['min_mask_iou']:.4f} | "
                          f"{p['max_score_diff']:.4f} | {p['reference_instances']} / {p['exported_instances']} / "
                          f"{p['matched']} |")
-    lines += ["", "![latency per stage](latency.png)", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:

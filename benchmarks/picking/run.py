@@ -94,11 +94,20 @@ def issue_yardstick(model: str, work: Path):
 def cost(ds: Path, model: str, apples: int = 30, batches: int = 15, calls: int = 20) -> dict:
     """CPU time of the 3D step per frame of ``apples`` apples (true masks of the busiest rendered frame), and
     of one inference of ``model`` in the same batches (the yardstick)."""
+    best, size, inst, depth, K = busiest_frame(ds, apples)
+    infer, input_size = reference_inference(model)
+    issue_call = issue_yardstick(model, ds.parent)
+    cpu, wall, gather, ref, issue = time_batches(inst, depth, K, infer, issue_call, batches, calls)
+    return cost_result(best, size, apples, model, input_size, cpu, wall, gather, ref, issue)
+
+
+def busiest_frame(ds: Path, apples: int):
+    """The rendered frame with the most apples: its manifest row, its size (h, w), its true masks repeated to
+    ``apples``, its depth image and its intrinsics."""
     import cv2
 
     from pomona.dataset import label_path, read_labels, read_manifest
     from pomona.edge.depth import parse_intrinsics
-    from pomona.picking import gather_points, measure
 
     best = max(read_manifest(ds), key=lambda r: r["apples"])
     image = ds / best["file"]
@@ -107,19 +116,24 @@ def cost(ds: Path, model: str, apples: int = 30, batches: int = 15, calls: int =
     inst = inst[[i % len(inst) for i in range(apples)]]
     depth = cv2.imread(str(ds / best["depth"]), cv2.IMREAD_UNCHANGED)
     K = parse_intrinsics(best["intrinsics"], best["file"])
-    infer, input_size = reference_inference(model)
-    issue_call = issue_yardstick(model, ds.parent)
+    return best, size, inst, depth, K
+
+
+def cpu_ms(fn, n: int) -> tuple[float, float]:
+    c0, w0 = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - c0) / n * 1e3, (time.perf_counter() - w0) / n * 1e3
+
+
+def time_batches(inst, depth, K, infer, issue_call, batches: int, calls: int) -> tuple[list, list, list, list, list]:
+    """Warm-up, then ``batches`` rounds of: the 3D step (CPU and wall), its point gathering, and the yardsticks."""
+    from pomona.picking import gather_points, measure
+
     for _ in range(3):
         measure(inst, depth, K)
         infer()
         issue_call()
-
-    def cpu_ms(fn, n: int) -> tuple[float, float]:
-        c0, w0 = time.process_time(), time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.process_time() - c0) / n * 1e3, (time.perf_counter() - w0) / n * 1e3
-
     cpu, wall, gather, ref, issue = [], [], [], [], []
     for _ in range(batches):  # the whole step, its first half (each apple's points and outline) and the yardsticks in turn
         c, w = cpu_ms(lambda: measure(inst, depth, K), calls)
@@ -129,6 +143,11 @@ def cost(ds: Path, model: str, apples: int = 30, batches: int = 15, calls: int =
         ref.append(cpu_ms(infer, 3)[0])
         issue.append(cpu_ms(issue_call, 3)[1])
         time.sleep(0.2)  # its spinning threads park before the 3D step is timed again (they would add to its CPU time)
+    return cpu, wall, gather, ref, issue
+
+
+def cost_result(best: dict, size: tuple, apples: int, model: str, input_size: str, cpu: list, wall: list,
+                gather: list, ref: list, issue: list) -> dict:
     scale = ISSUE_YARDSTICK_MS / statistics.median(issue)
     return {"apples": apples, "frame": best["file"], "distinct_apples_in_frame": best["apples"],
             "size": [size[1], size[0]], "cpu_ms_best": round(min(cpu), 2), "cpu_ms_median": round(statistics.median(cpu), 2),
@@ -196,6 +215,23 @@ def picture(levels: list[dict], path: Path) -> None:
 
 
 def main() -> None:
+    args = parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="pomona-picking-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    first = args.levels.split(",")[0]
+    levels = accuracy_levels(args, work, first)
+    spent = cost(work / f"noise{first}", args.model)
+    result = {"n": args.n, "size": args.size, "seed": args.seed, "model": args.model, "levels": levels, "cost": spent,
+              "minutes": round((time.time() - t0) / 60, 1)}
+    (HERE / "results.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    picture(levels, HERE / "picking.png")
+    lines = markdown_lines(args, levels, spent)
+    (HERE / "results.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=80)
     ap.add_argument("--size", type=int, default=640)
@@ -205,11 +241,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="Folder for the renders (default: a temporary one).")
     ap.add_argument("--cost-only", action="store_true",
                     help="time the 3D step again and keep the accuracy tables of results.json (same --n/--seed/--levels)")
-    args = ap.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="pomona-picking-"))
-    work.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    first = args.levels.split(",")[0]
+    return ap.parse_args()
+
+
+def accuracy_levels(args: argparse.Namespace, work: Path, first: str) -> list[dict]:
+    """Each noise level's accuracy: measured now, or (--cost-only) read from results.json, with the first level's
+    renders made when missing (the 3D step is timed on them)."""
     if args.cost_only:
         levels = json.loads((HERE / "results.json").read_text())["levels"]
         if not (work / f"noise{first}" / "manifest.jsonl").is_file():
@@ -217,14 +254,24 @@ def main() -> None:
                str(args.seed), "--depth", "--depth-noise", first)
     else:
         levels = [one_level(work, lv, args.n, args.size, args.seed, args.model) for lv in args.levels.split(",")]
-    spent = cost(work / f"noise{first}", args.model)
-    ref, iss = spent["reference"], spent["issue_yardstick"]
-    result = {"n": args.n, "size": args.size, "seed": args.seed, "model": args.model, "levels": levels, "cost": spent,
-              "minutes": round((time.time() - t0) / 60, 1)}
-    (HERE / "results.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    picture(levels, HERE / "picking.png")
+    return levels
+
+
+def markdown_lines(args: argparse.Namespace, levels: list[dict], spent: dict) -> list[str]:
+    """results.md, one line per item."""
     default = next((lv for lv in levels if lv["level"] == "1"), levels[-1])
-    lines = [
+    return [
+        *intro_lines(args),
+        *accuracy_lines(levels, default),
+        *step_cost_lines(spent),
+        *yardstick_lines(spent),
+        "![picking](picking.png)",
+        "",
+    ]
+
+
+def intro_lines(args: argparse.Namespace) -> list[str]:
+    return [
         "# Picking targets from RGB-D (issue 19)",
         "",
         f"`nice -n 10 python benchmarks/picking/run.py --n {args.n} --size {args.size} --levels {args.levels} "
@@ -234,6 +281,11 @@ def main() -> None:
         "renderer's D435-like default (sigma_z = 9.4 mm at 1 m, growing with z^2, edge holes, dark and saturated "
         "pixels lost); 2 doubles its disparity error; 0 is clean depth.",
         "",
+    ]
+
+
+def accuracy_lines(levels: list[dict], default: dict) -> list[str]:
+    return [
         "## Target apples: at most 1 m away, at least 50% visible",
         "",
         "Targets (realistic noise = level 1): median centre error <= 10 mm, median absolute diameter error <= 5 mm.",
@@ -256,6 +308,11 @@ def main() -> None:
         "",
         *breakdown(default["true_masks"], "by_distance"),
         "",
+    ]
+
+
+def step_cost_lines(spent: dict) -> list[str]:
+    return [
         "## Cost of the 3D step",
         "",
         f"`pomona.picking.measure` on {spent['apples']} apples of {spent['frame']} ({spent['size'][0]}x{spent['size'][1]}, "
@@ -268,6 +325,12 @@ def main() -> None:
         "is the fit, all apples at once (4 Gauss-Newton steps). Target: at most 2 ms per "
         f"frame at 30 apples: **{'met' if spent['cpu_ms_best'] <= 2 else 'not met'}** on this machine.",
         "",
+    ]
+
+
+def yardstick_lines(spent: dict) -> list[str]:
+    ref, iss = spent["reference"], spent["issue_yardstick"]
+    return [
         f"The yardstick, timed in the same batches: one inference of `{ref['model']}` ({ref['input']}, ONNX Runtime, "
         f"one thread) took {ref['cpu_ms_best']} ms CPU at best ({ref['cpu_ms_median']} median), so the 3D step "
         f"costs **{spent['cpu_ms_best'] / ref['cpu_ms_best']:.0%}** of one inference. CPUs of this kind differ about "
@@ -283,11 +346,7 @@ def main() -> None:
         "assumes the 3D step (numpy and OpenCV on one core) and ONNX Runtime (every core) speed up alike between the "
         "two machines.",
         "",
-        "![picking](picking.png)",
-        "",
     ]
-    (HERE / "results.md").write_text("\n".join(lines))
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

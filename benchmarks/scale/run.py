@@ -123,6 +123,18 @@ def plot(rows: list[dict], path: Path) -> None:
 def write_results(args, best: dict, ray_runs: dict, over: dict, rows: list[dict], load: tuple) -> Path:
     single_s = 1 / best[("pool", 1)]
     lines = [
+        *header_lines(args, load),
+        *rendering_lines(args, best, ray_runs, single_s),
+        *overhead_lines(over, single_s),
+        *projection_lines(rows),
+    ]
+    path = HERE / "results.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def header_lines(args, load: tuple) -> list[str]:
+    return [
         "# Scale-out on Ray: measured throughput and overhead, projected wall time",
         "",
         f"Command: `nice -n 10 python benchmarks/scale/run.py --n {args.n} --size {args.size}` "
@@ -131,6 +143,11 @@ def write_results(args, best: dict, ray_runs: dict, over: dict, rows: list[dict]
         f"{load[2]:.1f} at the start), and this script ran under `nice -n 10`: absolute numbers are low and noisy, "
         f"the ratios between rows are what to read.",
         "",
+    ]
+
+
+def rendering_lines(args, best: dict, ray_runs: dict, single_s: float) -> list[str]:
+    return [
         f"## Measured: procedural rendering, {args.n} images at {args.size}x{args.size} "
         f"(best of {ROUNDS} alternating runs)",
         "",
@@ -150,6 +167,11 @@ def write_results(args, best: dict, ray_runs: dict, over: dict, rows: list[dict]
         f"core was also serving the other jobs on this machine. Ray and the pool are within the run-to-run noise of "
         f"each other; Ray's own cost is the table below.",
         "",
+    ]
+
+
+def overhead_lines(over: dict, single_s: float) -> list[str]:
+    return [
         "## Measured: Ray's overhead (2-CPU local runtime)",
         "",
         "| unit | one at a time (latency) | many in flight (per call) | what it includes |",
@@ -166,6 +188,11 @@ def write_results(args, best: dict, ray_runs: dict, over: dict, rows: list[dict]
         f"(a copy from the worker's scratch folder and "
         f"a small record file); that is inside the images/s above.",
         "",
+    ]
+
+
+def projection_lines(rows: list[dict]) -> list[str]:
+    lines = [
         f"## PROJECTION (not measured): hours for {PROJECTED_IMAGES:,} images on N workers",
         "",
         "Linear scaling with N plus the measured per-shard overhead (32-image shards). The GPU costs are per "
@@ -192,31 +219,50 @@ def write_results(args, best: dict, ray_runs: dict, over: dict, rows: list[dict]
         f"include model loading per actor (once per GPU) or cluster start-up.",
         "",
     ]
-    path = HERE / "results.md"
-    path.write_text("\n".join(lines))
-    return path
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=48, help="images per measured run")
-    parser.add_argument("--size", type=int, default=640)
-    parser.add_argument("--from-json", action="store_true", help="rewrite results.md and the png from results.json")
-    args = parser.parse_args()
+    args = parse_args()
     import ray
 
     args.ray_version = ray.__version__
     if args.from_json:
-        saved = json.loads((HERE / "results.json").read_text())
-        args.n, args.size = saved["n"], saved["size"]
-        best = {(k.split("-")[0], int(k.split("-")[1])): v for k, v in saved["best_images_per_s"].items()}
-        ray_runs = {int(w): {"start_s": v} for w, v in saved["ray_start_s"].items()}
-        over = saved["overhead_ms"]
-        rows = projection(1 / best[("pool", 1)], over["shard"]["throughput_ms"] / 1000, 32)
-        plot(rows, HERE / "projection.png")
-        print(write_results(args, best, ray_runs, over, rows, tuple(saved["load_average"])))
+        rewrite_from_json(args)
         return
     load = os.getloadavg()
+    best, ray_runs, over = measure_rounds(ray, args)
+    single_s = 1 / best[("pool", 1)]
+    rows = projection(single_s, over["shard"]["throughput_ms"] / 1000, 32)
+    plot(rows, HERE / "projection.png")
+    (HERE / "results.json").write_text(json.dumps({"best_images_per_s": {f"{k[0]}-{k[1]}": v for k, v in best.items()},
+                                                   "ray_start_s": {w: r["start_s"] for w, r in ray_runs.items()},
+                                                   "overhead_ms": over, "load_average": load, "n": args.n,
+                                                   "size": args.size}, indent=2) + "\n")
+    print(write_results(args, best, ray_runs, over, rows, load))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=48, help="images per measured run")
+    parser.add_argument("--size", type=int, default=640)
+    parser.add_argument("--from-json", action="store_true", help="rewrite results.md and the png from results.json")
+    return parser.parse_args()
+
+
+def rewrite_from_json(args) -> None:
+    saved = json.loads((HERE / "results.json").read_text())
+    args.n, args.size = saved["n"], saved["size"]
+    best = {(k.split("-")[0], int(k.split("-")[1])): v for k, v in saved["best_images_per_s"].items()}
+    ray_runs = {int(w): {"start_s": v} for w, v in saved["ray_start_s"].items()}
+    over = saved["overhead_ms"]
+    rows = projection(1 / best[("pool", 1)], over["shard"]["throughput_ms"] / 1000, 32)
+    plot(rows, HERE / "projection.png")
+    print(write_results(args, best, ray_runs, over, rows, tuple(saved["load_average"])))
+
+
+def measure_rounds(ray, args) -> tuple[dict, dict, dict]:
+    """Best images/s per configuration, the Ray runs they came from, and Ray's overheads."""
     size = (args.size, args.size)
     work = Path(tempfile.mkdtemp(prefix="pomona-scale-"))
     # Each configuration runs ROUNDS times, alternating, and keeps its best: on a shared machine the load moves
@@ -239,14 +285,7 @@ def main() -> None:
                 ray.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    single_s = 1 / best[("pool", 1)]
-    rows = projection(single_s, over["shard"]["throughput_ms"] / 1000, 32)
-    plot(rows, HERE / "projection.png")
-    (HERE / "results.json").write_text(json.dumps({"best_images_per_s": {f"{k[0]}-{k[1]}": v for k, v in best.items()},
-                                                   "ray_start_s": {w: r["start_s"] for w, r in ray_runs.items()},
-                                                   "overhead_ms": over, "load_average": load, "n": args.n,
-                                                   "size": args.size}, indent=2) + "\n")
-    print(write_results(args, best, ray_runs, over, rows, load))
+    return best, ray_runs, over
 
 
 if __name__ == "__main__":
