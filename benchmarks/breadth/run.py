@@ -75,6 +75,14 @@ def measure(models: list[str], n: int, work: Path) -> list[dict]:
     return rows
 
 
+def label(model: str) -> str:
+    """A shipped model's name with the version installed now (the name alone moves with each release)."""
+    from pomona.models import shipped_models
+
+    versions = {m.name: m.version for m in shipped_models()}
+    return f"{model} v{versions[model]}" if model in versions else model
+
+
 def markdown(result: dict) -> list[str]:
     models = result["models"]
     head = ["# Breadth: the model by condition, on held-out renders", "",
@@ -84,7 +92,7 @@ def markdown(result: dict) -> list[str]:
             "models trained on the same renderer (a model of an older renderer is scored off its own distribution). "
             "What ships is decided on the real photos.", "",
             "Mask mAP50 (mask recall) per condition:", "",
-            "| condition | apples | " + " | ".join(f"`{m}`" for m in models) + " |",
+            "| condition | apples | " + " | ".join(f"`{result['labels'][m]}`" for m in models) + " |",
             "|---|---|" + "---|" * len(models)]
     for row in result["rows"]:
         cells = [f"{row['models'][m]['mask_map50']:.3f} ({row['models'][m]['mask_recall']:.2f})" for m in models]
@@ -107,7 +115,7 @@ def picture(result: dict, path: Path) -> None:
     height = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
     for j, m in enumerate(models):
-        ax.barh(y + j * height, [r["models"][m]["mask_map50"] for r in rows], height, label=Path(m).name if "/" in m else m)
+        ax.barh(y + j * height, [r["models"][m]["mask_map50"] for r in rows], height, label=result["labels"][m])
     ax.set_yticks(y + height * (len(models) - 1) / 2, [r["condition"] for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel("mask mAP50 on held-out renders")
@@ -131,7 +139,8 @@ def main() -> None:
     t0 = time.perf_counter()
     rows = measure(args.models, args.n, args.work)
     command = "python benchmarks/breadth/run.py --models " + " ".join(args.models) + f" --n {args.n}"
-    result = {"command": command, "renderer": RENDERER_VERSION, "n": args.n, "models": args.models, "rows": rows,
+    result = {"command": command, "renderer": RENDERER_VERSION, "n": args.n, "models": args.models,
+              "labels": {m: label(m) for m in args.models}, "rows": rows,
               "seconds": round(time.perf_counter() - t0, 1)}
     atomic.write_json(HERE / "results.json", result)
     atomic.write_text(HERE / "results.md", "\n".join(markdown(result)))
