@@ -172,6 +172,7 @@ def check() -> str | None:
         gi.require_version("Gst", "1.0")
         gi.require_version("GstRtspServer", "1.0")
         from gi.repository import Gst, GstRtspServer  # noqa: F401
+        del GstRtspServer  # only whether it imports matters here
     except (ImportError, ValueError) as e:
         return f"GStreamer's RTSP server is not importable in {sys.executable} ({e})"
     Gst.init(None)
@@ -180,6 +181,23 @@ def check() -> str | None:
 
 
 def main() -> None:
+    a = _parse_args()
+    why = check()
+    if a.check or why:
+        print(why or "ok", flush=True)
+        sys.exit(3 if why else 0)
+    log = _logger(a.log)
+    w, h = (int(v) for v in a.size.lower().split("x"))
+    loop = _read_loop(a.loop, w, h) if a.loop else None
+    cam = Camera(w, h, a.fps, a.epoch if a.epoch is not None else time.time(), log, loop)
+    server = _rtsp_server(cam, a.port, w, h, a.fps, a.gop)
+    if server.attach(None) == 0:
+        print(f"ERROR cannot listen on 127.0.0.1:{a.port}", flush=True)
+        sys.exit(2)
+    _serve(cam, server.get_bound_port(), log, a.fps, w, h)
+
+
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--size", default="320x240", help="WxH (both even)")
@@ -189,45 +207,54 @@ def main() -> None:
     p.add_argument("--loop", default=None, help="raw I420 frames of --size to loop instead of the ramp")
     p.add_argument("--log", default=None)
     p.add_argument("--check", action="store_true")
-    a = p.parse_args()
-    why = check()
-    if a.check or why:
-        print(why or "ok", flush=True)
-        sys.exit(3 if why else 0)
-    from gi.repository import GLib, Gst, GstRtspServer
+    return p.parse_args()
 
-    log_file = open(a.log, "a", buffering=1) if a.log else sys.stderr
+
+def _logger(path: str | None):
+    """``log(msg)``: one ``<time> <event>`` line to ``path`` (appended: restarts share it), else to stderr."""
+    log_file = open(path, "a", buffering=1) if path else sys.stderr
 
     def log(msg: str) -> None:
         log_file.write(f"{time.time():.3f} {msg}\n")
         log_file.flush()
 
-    w, h = (int(v) for v in a.size.lower().split("x"))
-    loop = None
-    if a.loop:
-        data, n = open(a.loop, "rb").read(), w * h * 3 // 2
-        loop = [data[i:i + n] for i in range(0, len(data) - n + 1, n)]
-        if not loop:
-            print(f"ERROR {a.loop} holds no whole {w}x{h} I420 frame", flush=True)
-            sys.exit(2)
-    cam = Camera(w, h, a.fps, a.epoch if a.epoch is not None else time.time(), log, loop)
+    return log
+
+
+def _read_loop(path: str, w: int, h: int) -> list[bytes]:
+    """The whole ``w``x``h`` I420 frames in ``path``; says ``ERROR`` and exits 2 if there is none."""
+    data, n = open(path, "rb").read(), w * h * 3 // 2
+    loop = [data[i:i + n] for i in range(0, len(data) - n + 1, n)]
+    if not loop:
+        print(f"ERROR {path} holds no whole {w}x{h} I420 frame", flush=True)
+        sys.exit(2)
+    return loop
+
+
+def _rtsp_server(cam: Camera, port: int, w: int, h: int, fps: int, gop: int):
+    """The RTSP server (not yet listening) with ``cam``'s H.264 stream mounted at /cam."""
+    from gi.repository import GstRtspServer
+
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
-    server.set_service(str(a.port))
+    server.set_service(str(port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(  # the valve stalls the stream; the small leaky queue keeps a busy encoder from piling up
         f"( appsrc name=src is-live=true do-timestamp=true format=time "
-        f"caps=video/x-raw,format=I420,width={w},height={h},framerate={a.fps}/1 "
+        f"caps=video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 "
         f"! valve name=valve drop=false ! queue max-size-buffers=4 leaky=downstream "
-        f"! openh264enc name=enc gop-size={a.gop or a.fps} complexity=low rate-control=bitrate bitrate=1500000 "
+        f"! openh264enc name=enc gop-size={gop or fps} complexity=low rate-control=bitrate bitrate=1500000 "
         f"! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )")
     factory.set_shared(True)
     factory.connect("media-configure", lambda _factory, media: cam.attach(media))
     server.get_mount_points().add_factory("/cam", factory)
-    if server.attach(None) == 0:
-        print(f"ERROR cannot listen on 127.0.0.1:{a.port}", flush=True)
-        sys.exit(2)
-    port = server.get_bound_port()
+    return server
+
+
+def _serve(cam: Camera, port: int, log, fps: int, w: int, h: int) -> None:
+    """The pusher thread and the main loop, with commands from stdin, until ``quit`` or the end of stdin."""
+    from gi.repository import GLib
+
     loop_main = GLib.MainLoop()
 
     def on_stdin(_channel, _condition) -> bool:
@@ -242,7 +269,7 @@ def main() -> None:
                       GLib.IOCondition.IN | GLib.IOCondition.HUP, on_stdin)
     pusher = threading.Thread(target=cam.run, daemon=True)
     pusher.start()
-    log(f"listening on 127.0.0.1:{port} fps {a.fps}")
+    log(f"listening on 127.0.0.1:{port} fps {fps}")
     log(f"size {w}x{h} at k={cam.now_k()}")
     print(f"READY {port}", flush=True)
     try:

@@ -399,28 +399,57 @@ def account(workdir: Path, events: list[Event], cam: RtspCamera) -> dict:
     after it (frames that were in flight when the server died, and those made while reconnecting, count
     as lost during the outage). Any other gap is a loss outside an outage.
     """
-    tap = read_tap(workdir / "tap.log")
-    server = read_server_log(workdir / "server.log")
-    records, torn = read_jsonl(workdir / "run.jsonl")
-    summary_path = workdir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    frames = tap["frames"]
-    decoded = [(t, k, w, h) for _, t, k, w, h in frames if k >= 0]
-    connected = [t1 for _, t1, ok in tap["opens"] if ok]
+    logs = _RunLogs.read(workdir)
+    decoded = [(t, k, w, h) for _, t, k, w, h in logs.tap["frames"] if k >= 0]
+    windows = _event_windows(events, decoded, cam)
+    lost_elsewhere, repeats = _attribute_gaps(decoded, windows, logs.server["skips"], cam)
+    per_event = {name: pe for name, (_, pe) in windows.items()}
+    return {**_capture_counts(logs, decoded, repeats, cam),
+            **_loss_and_size_counts(logs, decoded, events, per_event, lost_elsewhere, cam)}
+
+
+@dataclass
+class _RunLogs:
+    """What a run left in its workdir: the capture tap, the server log, the JSONL and the summary."""
+    tap: dict
+    server: dict
+    records: list[dict]
+    torn: int  # JSONL lines that do not parse
+    summary: dict
+
+    @classmethod
+    def read(cls, workdir: Path) -> "_RunLogs":
+        records, torn = read_jsonl(workdir / "run.jsonl")
+        summary_path = workdir / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        return cls(read_tap(workdir / "tap.log"), read_server_log(workdir / "server.log"), records, torn, summary)
+
+
+Window = tuple[tuple[float, float], dict]  # (frame numbers lo..hi that belong to an event, its per-event record)
+
+
+def _event_windows(events: list[Event], decoded: list[tuple], cam: RtspCamera) -> dict[str, Window]:
+    """Per event: the frame numbers whose loss it owns (from 1 s before it began to the first fresh frame
+    after it), and its per-event record, still without the gaps."""
     windows = {}
     for e in events:
         k0, k1 = cam.k_at(e.t0), cam.k_at(e.t1)
         fresh = next(((t, k) for t, k, _, _ in decoded if k > k1), None)  # first frame made after the camera was back
-        windows[e.name] = (k0 - cam.fps, fresh[1] if fresh else float("inf"))
+        window = (k0 - cam.fps, fresh[1] if fresh else float("inf"))
         pe = {"lost": 0, "never_made": 0, "gap_s": 0.0, "gaps": [], "down_s": round(e.t1 - e.t0, 2),
               "made_while_down": int(round(k1 - k0)), "recovery_s": round(fresh[0] - e.t1, 2) if fresh else None,
               "frames_after": sum(1 for _, k, _, _ in decoded if k > k1)}
         pe.update(e.extra)
-        windows[e.name] = (windows[e.name], pe)
-    lost_elsewhere, repeats = [], 0
+        windows[e.name] = (window, pe)
+    return windows
+
+
+def _count_late(decoded: list[tuple], opens: list[tuple], cam: RtspCamera) -> tuple[int, int, float]:
+    """(frames late just after a connect, frames late otherwise, the latest delivery in s)."""
+    connected = [t1 for _, t1, ok in opens if ok]
     late_connect = late_other = 0
     max_late = 0.0
-    for i, (t, k, _, _) in enumerate(decoded):
+    for t, k, _, _ in decoded:
         lateness = t - (cam.epoch + k / cam.fps)
         max_late = max(max_late, lateness)
         if lateness > LATE_S:  # the frames FFmpeg buffered while it probed a new connection come out in a burst
@@ -428,15 +457,21 @@ def account(workdir: Path, events: list[Event], cam: RtspCamera) -> dict:
                 late_connect += 1
             else:
                 late_other += 1
-        if i == 0:
-            continue
-        t_prev, k_prev = decoded[i - 1][0], decoded[i - 1][1]
+    return late_connect, late_other, max_late
+
+
+def _attribute_gaps(decoded: list[tuple], windows: dict[str, Window], skips: list[tuple[int, int]],
+                    cam: RtspCamera) -> tuple[list[dict], int]:
+    """Each gap in the frame numbers to the event whose window it reaches into (updating that event's
+    record), else to the losses outside an outage; returns (those losses, frames that came again)."""
+    lost_elsewhere, repeats = [], 0
+    for (t_prev, k_prev, _, _), (t, k, _, _) in zip(decoded, decoded[1:]):
         if k <= k_prev:
             repeats += 1
             continue
         if k == k_prev + 1:
             continue
-        skipped = never_made(server["skips"], k_prev + 1, k - 1)
+        skipped = never_made(skips, k_prev + 1, k - 1)
         missing = k - k_prev - 1 - skipped
         hit = next((pe for (lo, hi), pe in windows.values() if k_prev + 1 <= hi and k - 1 >= lo), None)
         if hit is not None:
@@ -446,10 +481,14 @@ def account(workdir: Path, events: list[Event], cam: RtspCamera) -> dict:
             hit["gaps"].append([k_prev, k])
         elif missing:
             lost_elsewhere.append({"after": k_prev, "next": k, "missing": missing, "at_s": round(t - cam.epoch, 2)})
-    per_event = {name: pe for name, (_, pe) in windows.items()}
-    sizes = server["sizes"] or [(0, *(int(v) for v in cam.size.split("x")))]
-    not_native = sum(1 for _, k, w, h in decoded if _native(sizes, k) != (w, h))
-    processed = len(records)
+    return lost_elsewhere, repeats
+
+
+def _capture_counts(logs: _RunLogs, decoded: list[tuple], repeats: int, cam: RtspCamera) -> dict:
+    """``account``'s first keys: what the capture got, what became of it, how late, how much was made."""
+    frames, summary = logs.tap["frames"], logs.summary
+    late_connect, late_other, max_late = _count_late(decoded, logs.tap["opens"], cam)
+    processed = len(logs.records)
     dropped = int(summary["dropped"]) if "dropped" in summary else None
     first_k, last_k = (decoded[0][1], decoded[-1][1]) if decoded else (0, -1)
     return {
@@ -460,7 +499,17 @@ def account(workdir: Path, events: list[Event], cam: RtspCamera) -> dict:
         "undecodable": len(frames) - len(decoded), "repeats": repeats,
         "late_after_connect": late_connect, "late_other": late_other, "max_late_s": round(max_late, 2),
         "made": last_k - first_k + 1 if decoded else 0,
-        "never_made": never_made(server["skips"], first_k, last_k),
+        "never_made": never_made(logs.server["skips"], first_k, last_k),
+    }
+
+
+def _loss_and_size_counts(logs: _RunLogs, decoded: list[tuple], events: list[Event], per_event: dict,
+                          lost_elsewhere: list[dict], cam: RtspCamera) -> dict:
+    """``account``'s other keys: losses inside and outside outages, sizes, reconnects, the run's own files."""
+    tap, server, summary = logs.tap, logs.server, logs.summary
+    sizes = server["sizes"] or [(0, *(int(v) for v in cam.size.split("x")))]
+    not_native = sum(1 for _, k, w, h in decoded if _native(sizes, k) != (w, h))
+    return {
         "lost_elsewhere": sum(g["missing"] for g in lost_elsewhere), "lost_elsewhere_gaps": lost_elsewhere[:10],
         # the target: nothing lost but frames during an outage (a size change is not one)
         "lost_unexpected": sum(g["missing"] for g in lost_elsewhere)
@@ -468,8 +517,8 @@ def account(workdir: Path, events: list[Event], cam: RtspCamera) -> dict:
         "not_native_size": not_native,
         "events": per_event, "sizes_delivered": sorted({f"{w}x{h}" for _, _, w, h in decoded}),
         "native_sizes": server["sizes"], "reconnects": summary.get("reconnects"), "opens": len(tap["opens"]),
-        "failed_reads": len(tap["fails"]), "jsonl_torn_lines": torn, "summary": summary,
-        "jsonl_sizes": sorted({f"{r['size'][0]}x{r['size'][1]}" for r in records}),
+        "failed_reads": len(tap["fails"]), "jsonl_torn_lines": logs.torn, "summary": summary,
+        "jsonl_sizes": sorted({f"{r['size'][0]}x{r['size'][1]}" for r in logs.records}),
     }
 
 
@@ -504,66 +553,108 @@ def run_fault(name: str, model: str | Path, workdir: Path, fps: int = 15, size: 
         raise ValueError(f"unknown fault {name!r}; one of {', '.join(FAULTS)}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    cam, worker, events = RtspCamera(workdir, size=size, fps=fps), None, []
-    result: dict = {"fault": name, "tried": FAULTS[name]}
+    f = _FaultRun(name, workdir, RtspCamera(workdir, size=size, fps=fps), result={"fault": name, "tried": FAULTS[name]})
     t_start = time.time()
     try:
-        cam.start()
-        worker = Worker(model, cam.url, workdir, track=True, save_video=name == "resize",
-                        linger=6.0 if name == "sigterm_stall" else 0.0)
-        if not worker.wait_frames(WARM_FRAMES, timeout=60):
-            raise RuntimeError(f"the run did not get going: {_tail(workdir / 'worker.err')}")
-        n0 = worker.processed()
-        if name == "restart":
-            t0 = cam.kill()
-            time.sleep(2.0)
-            events.append(Event("restart", t0, cam.start()))
-        elif name in ("gone", "frozen"):
-            t0 = cam.kill() if name == "gone" else cam.send("stall")
-            code = worker.wait_exit(timeout=90)
-            events.append(Event(name, t0, t0))
-            result["ended_after_s"] = round(time.time() - t0, 1) if code is not None else None
-        elif name.startswith("stall"):
-            seconds = {"stall": 3.0, "stall_12s": 12.0, "stall_30s": 30.0}[name]
-            t0 = cam.send("stall")
-            _sleep_unless_ended(worker, seconds)
-            events.append(Event(name, t0, cam.send("resume")))
-        elif name == "resize":
-            t0 = cam.send("size 640x360")
-            events.append(Event("resize_in_stream", t0, t0, outage=False))
-            worker.wait_frames(worker.processed() + AFTER_FRAMES, timeout=20)
-            t0 = cam.kill()
-            time.sleep(1.0)
-            events.append(Event("resize_at_restart", t0, cam.start(size="640x360")))
-        elif name == "sigterm_stall":
-            cam.send("stall")
-            time.sleep(1.0)
-            t0 = time.time()
-            worker.proc.send_signal(signal.SIGTERM)
-            for _ in range(200):  # the summary is written when the run has ended; the process lingers on
-                if (workdir / "summary.json").exists() or worker.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-            result["ended_after_s"] = round(time.time() - t0, 1)
-            worker.wait_exit(timeout=30)
-            events.append(Event("sigterm_stall", t0, t0, outage=False))
-        if worker.proc.poll() is None:  # the camera is back: the run must go on
-            n1 = max(worker.processed(), n0 + 1)
-            result["continued"] = worker.wait_frames(n1 + AFTER_FRAMES, timeout=40)
-            worker.terminate(timeout=20)
-        result["exit_code"] = worker.wait_exit(timeout=20)
+        _start_run(f, model)
+        n0 = f.worker.processed()
+        _INJECT[name](f)
+        _let_it_recover(f, n0)
     except RuntimeError as e:  # the harness could not set the fault up: say so in the row, do not guess
-        result["harness_error"] = str(e)
+        f.result["harness_error"] = str(e)
     finally:
-        if worker is not None:
-            worker.close()
-        cam.kill()
-    result["seconds"] = round(time.time() - t_start, 1)
-    result.update(account(workdir, events, cam))
-    err = (workdir / "worker.err").read_text(errors="replace")
+        if f.worker is not None:
+            f.worker.close()
+        f.cam.kill()
+    f.result["seconds"] = round(time.time() - t_start, 1)
+    return _judge(f)
+
+
+@dataclass
+class _FaultRun:
+    """One fault in progress: its camera, the run under test, the events so far and the result row."""
+    name: str
+    workdir: Path
+    cam: RtspCamera
+    worker: Worker | None = None
+    events: list[Event] = field(default_factory=list)
+    result: dict = field(default_factory=dict)
+
+
+def _start_run(f: _FaultRun, model: str | Path) -> None:
+    """The camera, then the run on it, until the run has processed ``WARM_FRAMES``."""
+    f.cam.start()
+    f.worker = Worker(model, f.cam.url, f.workdir, track=True, save_video=f.name == "resize",
+                      linger=6.0 if f.name == "sigterm_stall" else 0.0)
+    if not f.worker.wait_frames(WARM_FRAMES, timeout=60):
+        raise RuntimeError(f"the run did not get going: {_tail(f.workdir / 'worker.err')}")
+
+
+def _restart(f: _FaultRun) -> None:
+    t0 = f.cam.kill()
+    time.sleep(2.0)
+    f.events.append(Event("restart", t0, f.cam.start()))
+
+
+def _end_for_good(f: _FaultRun) -> None:
+    """``gone`` (server killed) or ``frozen`` (stream stalled): the camera never comes back."""
+    t0 = f.cam.kill() if f.name == "gone" else f.cam.send("stall")
+    code = f.worker.wait_exit(timeout=90)
+    f.events.append(Event(f.name, t0, t0))
+    f.result["ended_after_s"] = round(time.time() - t0, 1) if code is not None else None
+
+
+def _stall(f: _FaultRun) -> None:
+    seconds = {"stall": 3.0, "stall_12s": 12.0, "stall_30s": 30.0}[f.name]
+    t0 = f.cam.send("stall")
+    _sleep_unless_ended(f.worker, seconds)
+    f.events.append(Event(f.name, t0, f.cam.send("resume")))
+
+
+def _resize(f: _FaultRun) -> None:
+    t0 = f.cam.send("size 640x360")
+    f.events.append(Event("resize_in_stream", t0, t0, outage=False))
+    f.worker.wait_frames(f.worker.processed() + AFTER_FRAMES, timeout=20)
+    t0 = f.cam.kill()
+    time.sleep(1.0)
+    f.events.append(Event("resize_at_restart", t0, f.cam.start(size="640x360")))
+
+
+def _sigterm_during_stall(f: _FaultRun) -> None:
+    f.cam.send("stall")
+    time.sleep(1.0)
+    t0 = time.time()
+    f.worker.proc.send_signal(signal.SIGTERM)
+    for _ in range(200):  # the summary is written when the run has ended; the process lingers on
+        if (f.workdir / "summary.json").exists() or f.worker.proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    f.result["ended_after_s"] = round(time.time() - t0, 1)
+    f.worker.wait_exit(timeout=30)
+    f.events.append(Event("sigterm_stall", t0, t0, outage=False))
+
+
+_INJECT = {"restart": _restart, "gone": _end_for_good, "frozen": _end_for_good, "stall": _stall,
+           "stall_12s": _stall, "stall_30s": _stall, "resize": _resize, "sigterm_stall": _sigterm_during_stall}
+
+
+def _let_it_recover(f: _FaultRun, n0: int) -> None:
+    """A run still going after the fault must get ``AFTER_FRAMES`` more frames; then it is stopped."""
+    if f.worker.proc.poll() is None:  # the camera is back: the run must go on
+        n1 = max(f.worker.processed(), n0 + 1)
+        f.result["continued"] = f.worker.wait_frames(n1 + AFTER_FRAMES, timeout=40)
+        f.worker.terminate(timeout=20)
+    f.result["exit_code"] = f.worker.wait_exit(timeout=20)
+
+
+def _judge(f: _FaultRun) -> dict:
+    """The result row completed: every frame accounted for, any traceback, the outcome and whether it is ok."""
+    result = f.result
+    result.update(account(f.workdir, f.events, f.cam))
+    err = (f.workdir / "worker.err").read_text(errors="replace")
     result["traceback"] = "Traceback" in err or "Fatal Python error" in err
     result["last_error_line"] = result["summary"].get("error", "")
-    result["outcome"], result["ok"] = _outcome(name, result)
+    result["outcome"], result["ok"] = _outcome(f.name, result)
     return result
 
 
@@ -839,56 +930,68 @@ Measured, not changed:
 def write_report(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    m = results["machine"]
     lines = ["# Reliability: soak and camera faults", ""]
     if results.get("note"):
         lines += [results["note"], ""]
-    lines += [f"Setup: {m['cpus']} CPUs ({m['platform']}; load average {m['load_avg_at_start'][0]:.1f} at the start), "
-              f"Python {m['python']}, OpenCV {m['opencv']}; model: {results['model']}. Camera: GStreamer's RTSP "
-              f"server on 127.0.0.1 (`rtsp_server.py`: H.264 by openh264, every frame numbered in its pixels), "
-              f"read by pomona's own opener (OpenCV + FFmpeg). Command: "
-              f"`{re.sub(r' --note .*', ' --note ...', results['command'])}`.", ""]
-    s = results.get("soak")
-    if s:
-        ok = lambda good: "ok" if good else "**missed**"  # noqa: E731
-        lines += ["## Soak", "",
-                  f"{s['frames']} frames processed (target {s['frames_target']}) from a {s['camera']['source']} "
-                  f"looped by "
-                  f"the RTSP server at {s['camera']['size']}, {s['camera']['fps']} fps, with tracking and JSONL. "
-                  f"The full 20,000-frame soak: `python benchmarks/reliability/run.py --frames 20000 --no-faults` "
-                  f"once the default model is installed, or with this run's model "
-                  f"`{results['full_soak_command']}`.", "",
-                  *([_setup_line(results["soak_setup"]), ""] if results.get("soak_setup") else []),
-                  "| measure | value | target |", "|---|---|---|",
-                  f"| frames | {s['frames']} | {s['frames_target']} |",
-                  f"| duration | {s['seconds'] / 60:.1f} min | |",
-                  f"| RSS at warm-up (after {s['warmup_frames']} frames) | {s['rss_warm_mb']} MB | |",
-                  f"| RSS at the end | {s['rss_end_mb']} MB (max after warm-up {s['rss_max_after_warm_mb']} MB) | |",
-                  f"| RSS growth after warm-up | {s['rss_growth_mb']} MB ({s['rss_slope_mb_per_10k_frames']} MB per "
-                  f"10,000 frames by a linear fit) | at most 10 MB: {ok(s['rss_ok'])} |",
-                  f"| FPS, first quarter | {s['fps_first_quarter']} | |",
-                  f"| FPS, last quarter | {s['fps_last_quarter']} | |",
-                  f"| FPS drift | {_pct(s['fps_drift'])} | within 10 %: {ok(s['fps_ok'])} |",
-                  f"| dropped as stale (newest frame kept) | {s['dropped_stale']} of {s['captured']} captured "
-                  f"| by design |",
-                  f"| lost (sent, never captured) | {s['lost']} of {s['made']} made | 0: {ok(s['lost'] == 0)} |",
-                  f"| never sent (server behind) | {s['never_made']} | not pomona's |",
-                  f"| reconnects, errors | {s['reconnects']}, {s['error'] or 'none'} | |", "",
-                  "![RSS and FPS over the soak](soak.png)", ""]
+    lines += _setup_section(results)
+    if results.get("soak"):
+        lines += _soak_section(results)
     if results.get("faults"):
-        lines += ["## Camera faults", "",
-                  "Each fault runs pomona's runner (tracking on, JSONL; the resize run also writes the annotated "
-                  "video) on a fresh 320x240, 15 fps stream, after 20 processed frames. *Frames lost*: frame numbers "
-                  "the camera "
-                  "sent that pomona's capture never got (frames a busy server never sent are not counted); frames the "
-                  "live source dropped as stale are counted apart (results.json). *Reconnect time*: from the camera "
-                  "being back (restarted or resumed) to the first new frame. Target: nothing lost except frames "
-                  "during an outage.", "",
-                  *([_setup_line(results["faults_setup"]), ""] if results.get("faults_setup") else []),
-                  "| fault | what was tried | frames lost | reconnect time | outcome |", "|---|---|---|---|---|"]
-        lines += [fault_row(r) for r in results["faults"]]
-        lines += ["", FINDINGS]
+        lines += _faults_section(results)
     (out / "results.md").write_text("\n".join(lines).rstrip() + "\n")
+
+
+def _setup_section(results: dict) -> list[str]:
+    m = results["machine"]
+    return [f"Setup: {m['cpus']} CPUs ({m['platform']}; load average {m['load_avg_at_start'][0]:.1f} at the start), "
+            f"Python {m['python']}, OpenCV {m['opencv']}; model: {results['model']}. Camera: GStreamer's RTSP "
+            f"server on 127.0.0.1 (`rtsp_server.py`: H.264 by openh264, every frame numbered in its pixels), "
+            f"read by pomona's own opener (OpenCV + FFmpeg). Command: "
+            f"`{re.sub(r' --note .*', ' --note ...', results['command'])}`.", ""]
+
+
+def _soak_section(results: dict) -> list[str]:
+    s = results["soak"]
+    ok = lambda good: "ok" if good else "**missed**"  # noqa: E731
+    return ["## Soak", "",
+            f"{s['frames']} frames processed (target {s['frames_target']}) from a {s['camera']['source']} "
+            f"looped by "
+            f"the RTSP server at {s['camera']['size']}, {s['camera']['fps']} fps, with tracking and JSONL. "
+            f"The full 20,000-frame soak: `python benchmarks/reliability/run.py --frames 20000 --no-faults` "
+            f"once the default model is installed, or with this run's model "
+            f"`{results['full_soak_command']}`.", "",
+            *([_setup_line(results["soak_setup"]), ""] if results.get("soak_setup") else []),
+            "| measure | value | target |", "|---|---|---|",
+            f"| frames | {s['frames']} | {s['frames_target']} |",
+            f"| duration | {s['seconds'] / 60:.1f} min | |",
+            f"| RSS at warm-up (after {s['warmup_frames']} frames) | {s['rss_warm_mb']} MB | |",
+            f"| RSS at the end | {s['rss_end_mb']} MB (max after warm-up {s['rss_max_after_warm_mb']} MB) | |",
+            f"| RSS growth after warm-up | {s['rss_growth_mb']} MB ({s['rss_slope_mb_per_10k_frames']} MB per "
+            f"10,000 frames by a linear fit) | at most 10 MB: {ok(s['rss_ok'])} |",
+            f"| FPS, first quarter | {s['fps_first_quarter']} | |",
+            f"| FPS, last quarter | {s['fps_last_quarter']} | |",
+            f"| FPS drift | {_pct(s['fps_drift'])} | within 10 %: {ok(s['fps_ok'])} |",
+            f"| dropped as stale (newest frame kept) | {s['dropped_stale']} of {s['captured']} captured "
+            f"| by design |",
+            f"| lost (sent, never captured) | {s['lost']} of {s['made']} made | 0: {ok(s['lost'] == 0)} |",
+            f"| never sent (server behind) | {s['never_made']} | not pomona's |",
+            f"| reconnects, errors | {s['reconnects']}, {s['error'] or 'none'} | |", "",
+            "![RSS and FPS over the soak](soak.png)", ""]
+
+
+def _faults_section(results: dict) -> list[str]:
+    return ["## Camera faults", "",
+            "Each fault runs pomona's runner (tracking on, JSONL; the resize run also writes the annotated "
+            "video) on a fresh 320x240, 15 fps stream, after 20 processed frames. *Frames lost*: frame numbers "
+            "the camera "
+            "sent that pomona's capture never got (frames a busy server never sent are not counted); frames the "
+            "live source dropped as stale are counted apart (results.json). *Reconnect time*: from the camera "
+            "being back (restarted or resumed) to the first new frame. Target: nothing lost except frames "
+            "during an outage.", "",
+            *([_setup_line(results["faults_setup"]), ""] if results.get("faults_setup") else []),
+            "| fault | what was tried | frames lost | reconnect time | outcome |", "|---|---|---|---|---|",
+            *(fault_row(r) for r in results["faults"]),
+            "", FINDINGS]
 
 
 def merge_previous(results: dict, path: Path) -> dict:
@@ -958,6 +1061,38 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_worker"]:
         return worker_main(argv[1:])
+    p = _arg_parser()
+    a = p.parse_args(argv)
+    if a.from_json:
+        return _rewrite_report(a)
+    model = a.model or (None if a.random_model else default_model())
+    if model is None and not a.random_model:
+        p.error("the default model pomona-apple-n is not installed; pass --model (or --random-model 640)")
+    why = server_unavailable()
+    if why:
+        print(f"reliability: cannot start the RTSP server: {why}", file=sys.stderr)
+        return 2
+    import cv2
+
+    work = a.workdir or Path(tempfile.mkdtemp(prefix="pomona-reliability-"))
+    a.out.mkdir(parents=True, exist_ok=True)
+    model, model_label = _model_to_run(model, a.random_model, work)
+    results = _results_head(a, argv, model, model_label, work, opencv=cv2.__version__)
+    if not a.no_faults:
+        results["faults"] = _run_faults(a.faults, model, work)
+    if not a.no_soak:
+        print(f"soak: {a.frames} frames ...", file=sys.stderr, flush=True)
+        results["soak"] = soak(model, a.frames, work / "soak", fps=a.soak_fps)
+        plot_soak(results["soak"], a.out / "soak.png")
+    if a.merge:
+        results = merge_previous(results, a.out / "results.json")
+    write_report(results, a.out)
+    print(f"wrote {a.out / 'results.md'}", file=sys.stderr)
+    ok = all(r["ok"] for r in results.get("faults", [])) and (results.get("soak") or {"ok": True})["ok"]
+    return 0 if ok else 1
+
+
+def _arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="model (.onnx/.engine/.pt or a shipped name); default: pomona-apple-n")
     p.add_argument("--random-model", type=int, default=None, metavar="IMGSZ",
@@ -976,60 +1111,54 @@ def main(argv: list[str] | None = None) -> int:
                         "the results.json already in --out, with its own setup line")
     p.add_argument("--from-json", type=Path, default=None,
                    help="only rewrite results.md (and soak.png) in --out from this results.json")
-    a = p.parse_args(argv)
-    if a.from_json:
-        results = json.loads(a.from_json.read_text())
-        results["note"] = a.note or results.get("note", "")
-        s = results.get("soak")
-        if s:  # the analysis again, on the stored samples
-            s.update(rss_stats(s["series"]["frames"], s["series"]["rss_mb"], s["warmup_frames"], s["frames"]))
-            s["ok"] = bool(s["rss_ok"] and s["fps_ok"] and s["frames"] >= s["frames_target"] and not s["error"]
-                           and s["lost"] == 0)
-            plot_soak(s, a.out / "soak.png")
-        write_report(results, a.out)
-        return 0
-    model = a.model or (None if a.random_model else default_model())
-    if model is None and not a.random_model:
-        p.error("the default model pomona-apple-n is not installed; pass --model (or --random-model 640)")
-    why = server_unavailable()
-    if why:
-        print(f"reliability: cannot start the RTSP server: {why}", file=sys.stderr)
-        return 2
-    import cv2
+    return p
 
-    work = a.workdir or Path(tempfile.mkdtemp(prefix="pomona-reliability-"))
-    a.out.mkdir(parents=True, exist_ok=True)
-    if model is None:
-        model = random_model(a.random_model, work / "model")
-        model_label = f"random-weights YOLO11n-seg, ONNX at {a.random_model} (--random-model {a.random_model})"
-    else:
-        model_label = str(model)
-    model_flag = f"--model {a.model}" if a.model else f"--random-model {a.random_model}" if a.random_model else ""
-    results = {"model": model_label, "model_path": str(model),
-               "command": " ".join(["python benchmarks/reliability/run.py"] + _without_note(argv)),
-               "full_soak_command": " ".join(w for w in ("python benchmarks/reliability/run.py", model_flag,
-                                                         "--frames 20000 --no-faults") if w),
-               "note": a.note, "workdir": str(work),
-               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                           "opencv": cv2.__version__, "load_avg_at_start": os.getloadavg()}}
-    if not a.no_faults:
-        names = list(FAULTS) if a.faults == "all" else [f.strip() for f in a.faults.split(",") if f.strip()]
-        results["faults"] = []
-        for name in names:
-            print(f"fault: {name} ...", file=sys.stderr, flush=True)
-            r = run_fault(name, model, work / name)
-            print(f"  {r['outcome']}", file=sys.stderr, flush=True)
-            results["faults"].append(r)
-    if not a.no_soak:
-        print(f"soak: {a.frames} frames ...", file=sys.stderr, flush=True)
-        results["soak"] = soak(model, a.frames, work / "soak", fps=a.soak_fps)
-        plot_soak(results["soak"], a.out / "soak.png")
-    if a.merge:
-        results = merge_previous(results, a.out / "results.json")
+
+def _rewrite_report(a: argparse.Namespace) -> int:
+    """--from-json: results.md and soak.png again from a stored results.json, the soak analysis redone."""
+    results = json.loads(a.from_json.read_text())
+    results["note"] = a.note or results.get("note", "")
+    s = results.get("soak")
+    if s:  # the analysis again, on the stored samples
+        s.update(rss_stats(s["series"]["frames"], s["series"]["rss_mb"], s["warmup_frames"], s["frames"]))
+        s["ok"] = bool(s["rss_ok"] and s["fps_ok"] and s["frames"] >= s["frames_target"] and not s["error"]
+                       and s["lost"] == 0)
+        plot_soak(s, a.out / "soak.png")
     write_report(results, a.out)
-    print(f"wrote {a.out / 'results.md'}", file=sys.stderr)
-    ok = all(r["ok"] for r in results.get("faults", [])) and (results.get("soak") or {"ok": True})["ok"]
-    return 0 if ok else 1
+    return 0
+
+
+def _model_to_run(model: str | Path | None, random_imgsz: int | None, work: Path) -> tuple[str | Path, str]:
+    """(the model file or name, its label in the report): ``model``, or a random-weights one exported now."""
+    if model is None:
+        model = random_model(random_imgsz, work / "model")
+        return model, f"random-weights YOLO11n-seg, ONNX at {random_imgsz} (--random-model {random_imgsz})"
+    return model, str(model)
+
+
+def _results_head(a: argparse.Namespace, argv: list[str], model: str | Path, model_label: str, work: Path,
+                  opencv: str) -> dict:
+    """results.json's first keys: the model, the commands, the note, the workdir and the machine."""
+    model_flag = f"--model {a.model}" if a.model else f"--random-model {a.random_model}" if a.random_model else ""
+    return {"model": model_label, "model_path": str(model),
+            "command": " ".join(["python benchmarks/reliability/run.py"] + _without_note(argv)),
+            "full_soak_command": " ".join(w for w in ("python benchmarks/reliability/run.py", model_flag,
+                                                      "--frames 20000 --no-faults") if w),
+            "note": a.note, "workdir": str(work),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                        "opencv": opencv, "load_avg_at_start": os.getloadavg()}}
+
+
+def _run_faults(faults: str, model: str | Path, work: Path) -> list[dict]:
+    """The faults named in --faults ("all": every one), one after another, each in its own workdir."""
+    names = list(FAULTS) if faults == "all" else [f.strip() for f in faults.split(",") if f.strip()]
+    rows = []
+    for name in names:
+        print(f"fault: {name} ...", file=sys.stderr, flush=True)
+        r = run_fault(name, model, work / name)
+        print(f"  {r['outcome']}", file=sys.stderr, flush=True)
+        rows.append(r)
+    return rows
 
 
 if __name__ == "__main__":
