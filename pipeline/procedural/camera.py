@@ -23,9 +23,22 @@ def dapple_map(rng: np.random.Generator, shape: tuple[int, int], strength: float
 
 
 def finish(rng: np.random.Generator, image: np.ndarray, sky: np.ndarray, prm: dict, stream: bool = False) -> np.ndarray:
-    """uint8 BGR in, uint8 BGR out."""
-    h, w = image.shape[:2]
-    img = image.astype(np.float32) / 255
+    """uint8 BGR in, uint8 BGR out: the scene's light, then the camera's response, optics, sensor and JPEG.
+
+    The steps draw from ``rng`` in this order (dapple, texture, sensor noise): a seed's image depends on it."""
+    img = _scene_light(rng, image.astype(np.float32) / 255, sky, prm)
+    img = _optics(_camera_response(img, prm), prm)
+    out = np.clip(_sensor(rng, img, prm) * 255 + 0.5, 0, 255).astype(np.uint8)
+    if prm["jpeg_quality"] and not stream:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(prm["jpeg_quality"])])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return out
+
+
+def _scene_light(rng: np.random.Generator, img: np.ndarray, sky: np.ndarray, prm: dict) -> np.ndarray:
+    """Dappled light, auto exposure on the scene, surface mottling and grain (float BGR in [0, 1]-ish)."""
+    h, w = img.shape[:2]
     if prm["dapple"] > 0:
         light = dapple_map(rng, (h, w), prm["dapple"])
         light = light + (1 - light) * sky
@@ -44,6 +57,12 @@ def finish(rng: np.random.Generator, image: np.ndarray, sky: np.ndarray, prm: di
             (max(2, int(h / prm["grain_px"])), max(2, int(w / prm["grain_px"])))).astype(np.float32)
         grain = cv2.resize(cells, (w, h), interpolation=cv2.INTER_CUBIC)
         img *= (1 + prm["grain"] * grain * (1 - sky))[..., None]
+    return img
+
+
+def _camera_response(img: np.ndarray, prm: dict) -> np.ndarray:
+    """Exposure and white balance, vignetting, veiling glare, colour rendition and tone curve; clipped to [0, 1]."""
+    h, w = img.shape[:2]
     img *= prm["exposure"] * np.array(prm["wb_bgr"], np.float32)
     if prm["vignette"] > 0:
         yy, xx = np.ogrid[:h, :w]
@@ -57,6 +76,11 @@ def finish(rng: np.random.Generator, image: np.ndarray, sky: np.ndarray, prm: di
         img = np.clip(grey + (img - grey) * prm["saturation"], 0, 1)
     if prm["gamma"] != 1.0:
         img = img ** prm["gamma"]
+    return img
+
+
+def _optics(img: np.ndarray, prm: dict) -> np.ndarray:
+    """Defocus and motion blur."""
     if prm["defocus_px"] > 0:
         img = cv2.GaussianBlur(img, (0, 0), prm["defocus_px"])
     if prm["motion_px"] > 0:
@@ -66,15 +90,16 @@ def finish(rng: np.random.Generator, image: np.ndarray, sky: np.ndarray, prm: di
         c = k // 2
         cv2.line(kernel, (int(c - math.cos(a) * c), int(c - math.sin(a) * c)), (int(c + math.cos(a) * c), int(c + math.sin(a) * c)), 1.0, 1)
         img = cv2.filter2D(img, -1, kernel / kernel.sum())
+    return img
+
+
+def _sensor(rng: np.random.Generator, img: np.ndarray, prm: dict) -> np.ndarray:
+    """Shot noise (stronger at night, when the gain is up) and the camera's sharpening."""
+    h, w = img.shape[:2]
     if prm["noise_sigma"] > 0:
         sigma = prm["noise_sigma"] * (2.5 if prm["light"] == "night_flash" else 1.0)
         noise = rng.standard_normal((h, w, 3), dtype=np.float32) * sigma * np.sqrt(img + 0.02)
         img = img + noise
     if prm["sharpen"] > 0:  # the camera's unsharp mask, after the optics and the sensor, before JPEG
         img = img + prm["sharpen"] * (img - cv2.GaussianBlur(img, (0, 0), prm["sharpen_px"]))
-    out = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
-    if prm["jpeg_quality"] and not stream:
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(prm["jpeg_quality"])])
-        if ok:
-            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    return out
+    return img

@@ -36,6 +36,13 @@ def parse_prompt(prompt: str) -> dict:
     """Keywords the renderer understands; absent keys mean 'random'."""
     p = (prompt or "").lower()
     out: dict = {}
+    for words in (_cultivar_words, _light_words, _distance_words, _layout_words):
+        out.update(words(p))
+    return out
+
+
+def _cultivar_words(p: str) -> dict:
+    out: dict = {}
     if "honeycrisp" in p:
         out["cultivar"] = "honeycrisp"
     elif "fuji" in p:
@@ -50,26 +57,41 @@ def parse_prompt(prompt: str) -> dict:
         out["cultivar"] = "red_delicious"
     if "pale" in p:
         out["blush_scale"] = 0.6
+    return out
+
+
+def _light_words(p: str) -> dict:
     if "night" in p or "flash" in p:
-        out["light"] = "night_flash"
-    elif "dusk" in p or "sunset" in p or "evening" in p or "dawn" in p:
-        out["light"] = "dusk"
-    elif "backlit" in p or "backlight" in p or "against the sun" in p:
-        out["light"] = "backlit"
-    elif "rain" in p or "wet" in p:
-        out["light"] = "rain"
-    elif "overcast" in p or "cloudy" in p or "diffuse" in p:
-        out["light"] = "overcast"
-    elif "sunny" in p or "sunlit" in p or "daylight" in p or "midday" in p or "sun" in p:
-        out["light"] = "sunny"
+        return {"light": "night_flash"}
+    if "dusk" in p or "sunset" in p or "evening" in p or "dawn" in p:
+        return {"light": "dusk"}
+    if "backlit" in p or "backlight" in p or "against the sun" in p:
+        return {"light": "backlit"}
+    if "rain" in p or "wet" in p:
+        return {"light": "rain"}
+    if "overcast" in p or "cloudy" in p or "diffuse" in p:
+        return {"light": "overcast"}
+    if "sunny" in p or "sunlit" in p or "daylight" in p or "midday" in p or "sun" in p:
+        return {"light": "sunny"}
+    return {}
+
+
+def _distance_words(p: str) -> dict:
+    """A distance in m or cm, or words for near and far."""
     m = re.search(r"(\d+(?:\.\d+)?)\s*(m|metres|meters|cm)\b", p)
     if m:
         value = float(m.group(1)) / (100.0 if m.group(2) == "cm" else 1.0)
-        out["distance_m"] = float(min(max(value, 0.15), 8.0))
-    elif "close-up" in p or "close up" in p or "closeup" in p or "macro" in p:
-        out["distance_m"] = 0.35
-    elif re.search(r"\bfar\b|distant|wide view", p):
-        out["distance_m"] = 3.0
+        return {"distance_m": float(min(max(value, 0.15), 8.0))}
+    if "close-up" in p or "close up" in p or "closeup" in p or "macro" in p:
+        return {"distance_m": 0.35}
+    if re.search(r"\bfar\b|distant|wide view", p):
+        return {"distance_m": 3.0}
+    return {}
+
+
+def _layout_words(p: str) -> dict:
+    """How many apples, how hidden, and whether the frame cuts them."""
+    out: dict = {}
     if "cluster" in p or "many" in p or "dense" in p or "lots" in p:
         out["density"] = "many"
     elif "few" in p or "single" in p or "one apple" in p or "sparse" in p:
@@ -259,13 +281,25 @@ def _distractors(rng: np.random.Generator) -> dict:
 
 
 def _sample_light(light: str, rng: np.random.Generator, frozen: bool) -> dict:
-    """Light direction (camera frame: x right, y down, z towards the camera), strengths, tint, camera."""
+    """Light direction (camera frame: x right, y down, z towards the camera), strengths, tint, camera.
+
+    Draws from ``rng`` in a fixed order (azimuth, the light's ranges, its direction, the camera): a seed's
+    scene depends on it."""
     if frozen:
         return dict(light_dir=[0.35, -0.55, 0.76], sun=0.75, ambient=0.45, light_bgr=[1.0, 1.0, 1.0],
                     dapple=0.0, exposure=1.0, wb_bgr=[1.0, 1.0, 1.0], gamma=1.0, noise_sigma=0.0,
                     jpeg_quality=0, vignette=0.0, sky_bgr=[0.95, 0.85, 0.72], flash_falloff=False, target_luma=0.42, texture=0.15,
                     saturation=1.0, haze=0.0)
     az = rng.uniform(0, 2 * math.pi)
+    lz, sun, amb, tint, dapple, sky = _light_strengths(light, rng)
+    return dict(light_dir=_light_direction(light, float(lz), az, rng), sun=float(sun), ambient=float(amb),
+                light_bgr=[float(t) for t in tint], dapple=float(dapple), **_camera_rendition(rng),
+                sky_bgr=[float(c) for c in sky], flash_falloff=light == "night_flash",
+                **_camera_finish(light, rng))
+
+
+def _light_strengths(light: str, rng: np.random.Generator) -> tuple:
+    """(elevation lz, sun, ambient, tint BGR, dapple, sky BGR) drawn from the ranges of this kind of light."""
     if light == "sunny":
         # Ambient up to 0.6: sunlit canopies bounce a lot of light into their shadows. Dapple up to 0.75:
         # the canopy's inner shade, where apples and the leaves around them are both dark (renderer 13).
@@ -288,22 +322,33 @@ def _sample_light(light: str, rng: np.random.Generator, frozen: bool) -> dict:
         lz, sun, amb, tint, dapple = rng.uniform(0.3, 0.9), rng.uniform(0.05, 0.2), rng.uniform(0.5, 0.7), [1.05, 1.0, 0.95], 0.0
         g = rng.uniform(0.6, 0.8)
         sky = [g + 0.03, g, g - 0.03]
-    lz = float(lz)
+    return lz, sun, amb, tint, dapple, sky
+
+
+def _light_direction(light: str, lz: float, az: float, rng: np.random.Generator) -> list[float]:
+    """Unit vector towards the light: the flash sits at the camera; the sun comes from above more often than below."""
     planar = math.sqrt(max(1e-6, 1 - lz * lz))
     if light == "night_flash":
         direction = [float(rng.normal(0, 0.1)), float(rng.normal(0, 0.1)), 1.0]
     else:
-        # The sun comes from above more often than from below.
         ly = -abs(math.sin(az)) if rng.random() < 0.85 else abs(math.sin(az))
         direction = [planar * math.cos(az), planar * ly, lz]
     n = math.sqrt(sum(c * c for c in direction))
+    return [float(c / n) for c in direction]
+
+
+def _camera_rendition(rng: np.random.Generator) -> dict:
+    """Exposure, white balance, tone curve, sensor noise, JPEG quality and vignetting."""
+    return dict(exposure=float(np.exp(rng.normal(0, 0.18))),
+                wb_bgr=[float(np.exp(rng.normal(0, 0.06))), 1.0, float(np.exp(rng.normal(0, 0.06)))],
+                gamma=float(rng.uniform(0.85, 1.15)), noise_sigma=float(rng.uniform(0.0, 0.03)),
+                jpeg_quality=int(rng.choice([0, int(rng.integers(45, 96))], p=[0.3, 0.7])),
+                vignette=float(rng.uniform(0.0, 0.35)))
+
+
+def _camera_finish(light: str, rng: np.random.Generator) -> dict:
+    """Surface texture, colour rendition, veiling glare and the auto exposure's target."""
     return dict(
-        light_dir=[float(c / n) for c in direction], sun=float(sun), ambient=float(amb), light_bgr=[float(t) for t in tint],
-        dapple=float(dapple), exposure=float(np.exp(rng.normal(0, 0.18))),
-        wb_bgr=[float(np.exp(rng.normal(0, 0.06))), 1.0, float(np.exp(rng.normal(0, 0.06)))],
-        gamma=float(rng.uniform(0.85, 1.15)), noise_sigma=float(rng.uniform(0.0, 0.03)),
-        jpeg_quality=int(rng.choice([0, int(rng.integers(45, 96))], p=[0.3, 0.7])),
-        vignette=float(rng.uniform(0.0, 0.35)), sky_bgr=[float(c) for c in sky], flash_falloff=light == "night_flash",
         texture=float(rng.uniform(0.05, 0.3)),
         # Camera colour rendition: real photos of foliage are far less saturated than flat CG
         # colours, and picture styles differ; veiling glare lifts the shadows on bright days.
