@@ -54,11 +54,28 @@ def render_condition(work: Path, k: int, prompt: str, n: int) -> Path:
 
 
 def score(model: str, ds: Path, out: Path) -> dict:
+    """One model on one condition. An evaluation already in ``out`` is reused when it is of the same weights file
+    and newer than both the renders and that file (a release replaces a shipped model's file in place)."""
+    import json
+
+    from pomona.models import resolve_model
     from pomona.pipeline.evaluate import evaluate_model
 
-    r = evaluate_model(model, ds / "data.yaml", split="val", out=out, grid_images=0)
+    weights, done = resolve_model(model, prefer="pt"), out / "metrics.json"
+    if done.is_file() and done.stat().st_mtime > max((ds / "data.yaml").stat().st_mtime, Path(weights).stat().st_mtime):
+        r = json.loads(done.read_text())
+        if Path(r["weights"]) == Path(weights) and r["mask"] is not None:
+            return _scores(r)
+    return _scores(evaluate_model(model, ds / "data.yaml", split="val", out=out, grid_images=0))
+
+
+def _scores(r: dict) -> dict:
     return {"mask_map50": round(r["mask"]["map50"], 3), "mask_recall": round(r["mask"]["recall"], 3),
             "box_map50": round(r["box"]["map50"], 3), "imgsz": r["imgsz"]}
+
+
+def _slug(model: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in model)[-80:]
 
 
 def measure(models: list[str], n: int, work: Path) -> list[dict]:
@@ -68,8 +85,8 @@ def measure(models: list[str], n: int, work: Path) -> list[dict]:
         apples = sum(len(f.read_text().splitlines()) for f in (ds / "labels").glob("*.txt"))
         row = {"condition": name, "prompt": prompt, "seeds": [SEED_BASE + 1000 * k, SEED_BASE + 1000 * k + n],
                "apples": apples, "models": {}}
-        for j, model in enumerate(models):
-            row["models"][model] = score(model, ds, work / f"eval{k}-{j}")
+        for model in models:
+            row["models"][model] = score(model, ds, work / f"eval{k}-{_slug(model)}")
             print(f"{name:32s} {model}: mask mAP50 {row['models'][model]['mask_map50']:.3f}", flush=True)
         rows.append(row)
     return rows
