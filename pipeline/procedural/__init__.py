@@ -10,8 +10,8 @@ truth. ``FAMILIES`` names the randomisation families ``disable`` can switch off.
 # Raised whenever renders change (a model card records which renderer its images came from). 12: leaf
 # structure and milder defocus (12c8f6f), the renderer the sim2real recipe's 0.505 model was trained on.
 # 13: deeper canopy shade (sunny dapple up to 0.75), a dimmer, greener fill on shaded apples, 30% green and
-# yellow cultivars. 14: duller apple skins (a per-scene skin gain of 0.6-1.0 on the cultivar colours).
-RENDERER_VERSION = 14
+# yellow cultivars.
+RENDERER_VERSION = 13
 
 from .driveby import render_driveby  # noqa: E402
 from .params import FAMILIES, parse_prompt  # noqa: E402

@@ -39,7 +39,6 @@ def apple_spec(rng: np.random.Generator, prm: dict, cx: float, cy: float, radius
         # Natural wax bloom scatters pale light off the skin: it mutes and lightens the colour, more on
         # some fruit than others (rubbed or rain-washed fruit shows less of it).
         bloom=0.15 if "cultivar_colours" in prm["disabled"] else float(rng.uniform(0.0, 0.4)),
-        skin_gain=float(prm.get("skin_gain", 1.0)),
     )
 
 
@@ -136,7 +135,7 @@ def _albedo(apple: dict, shape: _Silhouette) -> np.ndarray:
     albedo, ground = _blush(apple, shape, rng)
     if apple["lenticel_density"] > 0.3 and apple["r"] > 10:
         albedo = _lenticels(albedo, ground, apple, shape, rng)
-    return (albedo * (1 - apple["bloom"]) + apple["bloom"] * _BLOOM_BGR) * apple.get("skin_gain", 1.0)
+    return albedo * (1 - apple["bloom"]) + apple["bloom"] * _BLOOM_BGR
 
 
 def _blush(apple: dict, shape: _Silhouette, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

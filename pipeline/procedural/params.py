@@ -127,7 +127,7 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
     # Parameters added after the first renderer draw from child streams of their own, so a seed's older
     # draws stay as they were. Spawned always and in one order: switching one family off must not
     # re-draw another family's parameters (the ablation compares scene for scene).
-    distractor_rng, detail_rng, shadow_rng, skin_rng = rng.spawn(4)
+    distractor_rng, detail_rng, shadow_rng = rng.spawn(3)
     prm.update(_content(asked, rng, density, occlusion))
     prm.update(_clutter(rng, distractor_rng, disable, prm["sky_fraction"]))
     prm.update(_camera_effects(rng, detail_rng, disable))
@@ -135,18 +135,7 @@ def sample_params(prompt: str, rng: np.random.Generator, size: tuple[int, int], 
         prm.update(shadow_strength=0.0, shadow_gap_m=0.0)
     else:
         prm.update(_canopy_shadows(shadow_rng, prm))
-    prm.update(_skin_gain(skin_rng, disable))
     return prm
-
-
-def _skin_gain(rng: np.random.Generator, disable: frozenset[str]) -> dict:
-    """How much light the apples' skin gives back, as a share of the cultivar colours (renderer 14). The
-    cultivar colours are those of clean fruit in good light; real skins are duller (dust, spray residue,
-    weathering, a camera that does not pop reds), and the renders' apples were brighter than the photos'
-    against the same scene (apple brightness median 0.62 vs 0.49 while whole-image luma was lower,
-    ``benchmarks/sim2real/image_stats.md``). A range down to 0.6, not one value: duller apples join the
-    bright ones. Own stream, so a seed's layout stays as it was."""
-    return dict(skin_gain=1.0 if "cultivar_colours" in disable else float(rng.uniform(0.6, 1.0)))
 
 
 def _cultivar_colours(asked: dict, rng: np.random.Generator, disable: frozenset[str]) -> dict:
