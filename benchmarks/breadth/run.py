@@ -42,11 +42,13 @@ CONDITIONS = (
 
 
 def render_condition(work: Path, k: int, prompt: str, n: int) -> Path:
-    """``n`` renders of one condition as a dataset (images/, labels/, data.yaml); reused when already there."""
+    """``n`` renders of one condition as a dataset (images/, labels/, data.yaml); reused when already there. The
+    folder is named by the renderer version and ``n``, so a changed renderer or count never reuses old renders."""
     from pomona.dataset import write_data_yaml
     from pomona.pipeline.generate import generate_procedural
+    from pomona.pipeline.procedural import RENDERER_VERSION
 
-    ds = work / f"condition{k}"
+    ds = work / f"renderer{RENDERER_VERSION}-n{n}" / f"condition{k}"
     if not (ds / "data.yaml").is_file():
         generate_procedural(ds, n, SIZE, seed=SEED_BASE + 1000 * k, prompts=[prompt])
         write_data_yaml(ds / "data.yaml", {"train": "images", "val": "images"})
@@ -79,14 +81,16 @@ def _slug(model: str) -> str:
 
 
 def measure(models: list[str], n: int, work: Path) -> list[dict]:
+    from pomona.dataset import read_manifest
+
     rows = []
     for k, (name, prompt) in enumerate(CONDITIONS):
         ds = render_condition(work, k, prompt, n)
-        apples = sum(len(f.read_text().splitlines()) for f in (ds / "labels").glob("*.txt"))
+        apples = sum(r["apples"] for r in read_manifest(ds))
         row = {"condition": name, "prompt": prompt, "seeds": [SEED_BASE + 1000 * k, SEED_BASE + 1000 * k + n],
                "apples": apples, "models": {}}
         for model in models:
-            row["models"][model] = score(model, ds, work / f"eval{k}-{_slug(model)}")
+            row["models"][model] = score(model, ds, ds / f"eval-{_slug(model)}")
             print(f"{name:32s} {model}: mask mAP50 {row['models'][model]['mask_map50']:.3f}", flush=True)
         rows.append(row)
     return rows
