@@ -112,7 +112,6 @@ def evaluate_model(weights: Path | str, data_yaml: Path, split: str = "val", img
     and a ``note`` saying that mask metrics need polygons.
     """
     from pomona.models import is_shipped_name, resolve_model
-    from pomona.pipeline.devices import normalize_device
     from pomona.pipeline.weights import load_yolo, model_imgsz
 
     if split not in ("val", "test", "train"):
@@ -124,18 +123,9 @@ def evaluate_model(weights: Path | str, data_yaml: Path, split: str = "val", img
     weights = resolve_model(weights, prefer="pt")
     model = load_yolo(weights, "model", task="segment")
     imgsz = int(imgsz or model_imgsz(model, weights))
-    if out is None:
-        run_dir = Path("runs") if shipped else Path(weights).resolve().parent.parent
-        out = run_dir / f"eval-{weights.stem + '-' if shipped else ''}{spec.yaml_path.parent.name}-{split}"
+    out = out or _default_out(weights, shipped, spec.yaml_path, split)
     t0 = time.perf_counter()
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as scratch:
-        # A box-only dataset cannot feed Ultralytics' segment validator (it needs a polygon per box), so
-        # the same segmentation model is scored as a detector there: its boxes are the segmenter's boxes.
-        val_model = model if label_kind == "polygons" else _as_detector(model)
-        metrics = val_model.val(data=str(spec.yaml_path), split=split, imgsz=imgsz, batch=batch, plots=False,
-                                project=scratch, name="val", verbose=False, device=normalize_device(None), workers=0)
+    metrics = _validate(model, spec.yaml_path, split, imgsz, batch, label_kind)
     result = {
         "weights": str(weights), "data": str(spec.yaml_path), "split": split, "imgsz": imgsz, "images": len(images),
         "labels": label_kind, "box": _summary(metrics.box),
@@ -148,11 +138,36 @@ def evaluate_model(weights: Path | str, data_yaml: Path, split: str = "val", img
     atomic.write_json(out / "metrics.json", result)
     result["metrics_json"] = str(out / "metrics.json")
     if grid_images > 0:  # 0: numbers only (e.g. one evaluation per epoch checkpoint)
-        step = max(1, len(images) // grid_images)  # spread over the split, not its first (often alike) files
-        grid = prediction_grid(model, images[::step][:grid_images], imgsz, conf_grid)
-        atomic.write_image(out / "predictions.jpg", grid, quality=90)
-        result["grid"] = str(out / "predictions.jpg")
+        result["grid"] = str(_write_grid(model, images, imgsz, conf_grid, grid_images, out))
     return result
+
+
+def _default_out(weights: Path, shipped: bool, yaml_path: Path, split: str) -> Path:
+    """runs/eval-MODEL-DATA-SPLIT for a shipped model, else eval-DATA-SPLIT in the weights' run folder."""
+    run_dir = Path("runs") if shipped else Path(weights).resolve().parent.parent
+    return run_dir / f"eval-{weights.stem + '-' if shipped else ''}{yaml_path.parent.name}-{split}"
+
+
+def _validate(model, yaml_path: Path, split: str, imgsz: int, batch: int, label_kind: str):
+    """Ultralytics' validator on the split (its plots and files in a scratch folder); its metrics object."""
+    import tempfile
+
+    from pomona.pipeline.devices import normalize_device
+
+    with tempfile.TemporaryDirectory() as scratch:
+        # A box-only dataset cannot feed Ultralytics' segment validator (it needs a polygon per box), so
+        # the same segmentation model is scored as a detector there: its boxes are the segmenter's boxes.
+        val_model = model if label_kind == "polygons" else _as_detector(model)
+        return val_model.val(data=str(yaml_path), split=split, imgsz=imgsz, batch=batch, plots=False,
+                             project=scratch, name="val", verbose=False, device=normalize_device(None), workers=0)
+
+
+def _write_grid(model, images: list, imgsz: int, conf: float, count: int, out: Path) -> Path:
+    """predictions.jpg: ``count`` images spread over the split (not its first, often alike, files)."""
+    step = max(1, len(images) // count)
+    grid = prediction_grid(model, images[::step][:count], imgsz, conf)
+    atomic.write_image(out / "predictions.jpg", grid, quality=90)
+    return out / "predictions.jpg"
 
 
 def _as_detector(model):

@@ -163,52 +163,21 @@ def picture_grid(real: Path, out: Path, n: int = 4) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "sim2real", help="a finished sim2real recipe run")
-    ap.add_argument("--real", type=Path, default=None, help="real data.yaml (default: ../shared/data/fuji-apple-dev)")
-    ap.add_argument("--ablation", action="store_true", help="train one small model per switched-off family")
-    ap.add_argument("--pictures", action="store_true", help="write the rendered-vs-real grid")
-    ap.add_argument("--curve", action="store_true", help="evaluate every saved epoch checkpoint of the run")
-    args = ap.parse_args()
-
+    args = _parse_args()
     from pomona.pipeline.recipe import default_real, load_recipe
 
     real = args.real or default_real()
     eval_imgsz = load_recipe("sim2real")["evaluate"]["imgsz"]  # measure at the size the recipe evaluates at
     summary: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}}
     lines = ["# Sim-to-real: trained on procedural images only, evaluated on real orchard photos", ""]
-    results_file = args.run / "results.json"
-    if results_file.exists():
-        results = json.loads(results_file.read_text())
-        summary["recipe"] = results
-        recipe = load_recipe("sim2real")
-        lines += [f"Recipe `pomona/recipes/sim2real.yaml` ({recipe['train']['model']}, {recipe['generate']['n']} images, "
-                  f"{recipe['train']['epochs']} epochs at {recipe['train']['imgsz']} px, evaluated at {eval_imgsz} px), "
-                  f"run `{_shown(args.run)}`.", ""]
-        lines += accuracy_table(results)
-        if real is not None and (args.run / "weights" / "best.pt").exists():
-            summary["misses_by"] = misses_by(args.run / "weights" / "best.pt", real, eval_imgsz)
-            lines += ["", *miss_tables(summary["misses_by"])]
-        grid = args.run / "eval-real-dev" / "predictions.jpg"
-        if grid.exists():
-            shutil.copyfile(grid, HERE / "predictions_real.jpg")
-        secs = results["seconds"]
-        lines += ["", f"Wall time: {secs['total'] / 60:.1f} min (train {secs['train'] / 60:.1f} min). "
-                  f"Rendering: {results['generate']['images_per_s']:.1f} images/s at 640x640 with all cores.", ""]
-    else:
-        lines += [f"No finished run at `{args.run}`: run `make sim2real` first.", ""]
+    lines += _recipe_section(args.run, real, eval_imgsz, summary)
     if args.curve:
         if real is None:
             sys.exit("error: --curve needs the real dev photos (--real DATA_YAML)")
         summary["curve"] = learning_curve(args.run, real, eval_imgsz)
         if summary["curve"]:
             curve_plot(summary["curve"], HERE / "learning_curve.png")
-    prior = HERE / "results.json"
-    if prior.exists():  # keep what this call does not measure again
-        earlier = json.loads(prior.read_text())
-        for key, asked in (("ablation", args.ablation), ("curve", args.curve)):
-            if not asked and earlier.get(key):
-                summary[key] = earlier[key]
+    _keep_earlier(summary, {"ablation": args.ablation, "curve": args.curve})
     if args.ablation:
         if real is None:
             sys.exit("error: --ablation needs the real dev photos (--real DATA_YAML)")
@@ -219,6 +188,52 @@ def main() -> None:
     if args.pictures and real is not None:
         picture_grid(real, HERE / "rendered_vs_real.jpg")
     print("\n".join(write_outputs(lines, summary)))
+
+
+def _parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "sim2real", help="a finished sim2real recipe run")
+    ap.add_argument("--real", type=Path, default=None, help="real data.yaml (default: ../shared/data/fuji-apple-dev)")
+    ap.add_argument("--ablation", action="store_true", help="train one small model per switched-off family")
+    ap.add_argument("--pictures", action="store_true", help="write the rendered-vs-real grid")
+    ap.add_argument("--curve", action="store_true", help="evaluate every saved epoch checkpoint of the run")
+    return ap.parse_args()
+
+
+def _recipe_section(run: Path, real: Path | None, eval_imgsz: int, summary: dict) -> list[str]:
+    """The recipe run's accuracy table, its misses on the real photos and its wall time (into ``summary`` too)."""
+    from pomona.pipeline.recipe import load_recipe
+
+    results_file = run / "results.json"
+    if not results_file.exists():
+        return [f"No finished run at `{run}`: run `make sim2real` first.", ""]
+    results = json.loads(results_file.read_text())
+    summary["recipe"] = results
+    recipe = load_recipe("sim2real")
+    lines = [f"Recipe `pomona/recipes/sim2real.yaml` ({recipe['train']['model']}, {recipe['generate']['n']} images, "
+             f"{recipe['train']['epochs']} epochs at {recipe['train']['imgsz']} px, evaluated at {eval_imgsz} px), "
+             f"run `{_shown(run)}`.", ""]
+    lines += accuracy_table(results)
+    if real is not None and (run / "weights" / "best.pt").exists():
+        summary["misses_by"] = misses_by(run / "weights" / "best.pt", real, eval_imgsz)
+        lines += ["", *miss_tables(summary["misses_by"])]
+    grid = run / "eval-real-dev" / "predictions.jpg"
+    if grid.exists():
+        shutil.copyfile(grid, HERE / "predictions_real.jpg")
+    secs = results["seconds"]
+    return lines + ["", f"Wall time: {secs['total'] / 60:.1f} min (train {secs['train'] / 60:.1f} min). "
+                    f"Rendering: {results['generate']['images_per_s']:.1f} images/s at 640x640 with all cores.", ""]
+
+
+def _keep_earlier(summary: dict, asked: dict[str, bool]) -> None:
+    """Keep what this call does not measure again (the ablation, the curve) from the previous results.json."""
+    prior = HERE / "results.json"
+    if not prior.exists():
+        return
+    earlier = json.loads(prior.read_text())
+    for key, again in asked.items():
+        if not again and earlier.get(key):
+            summary[key] = earlier[key]
 
 
 def _shown(path: Path) -> str:
@@ -298,9 +313,21 @@ def write_outputs(head: list[str], summary: dict) -> list[str]:
                          ("predictions_real.jpg", "Recipe model on real dev photos: predictions (filled) over hand labels (white)")):
         if (HERE / pic).exists():
             lines += [f"![{caption}]({pic})", ""]
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    (HERE / "results.md").write_text("\n".join(lines) + "\n" + _history())
     (HERE / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     return lines
+
+
+HISTORY = "## How the real-photo number moved"
+
+
+def _history() -> str:
+    """The hand-written history at the end of results.md (each run's number and what changed), kept as it is:
+    no script measures it again."""
+    md = HERE / "results.md"
+    text = md.read_text() if md.exists() else ""
+    at = text.find("\n" + HISTORY)
+    return "" if at < 0 else text[at + 1:]
 
 
 if __name__ == "__main__":
