@@ -287,11 +287,7 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
     every_pt = np.concatenate([points, np.zeros_like(rays)], 2)  # surface points, then each ray's foot
     robust = None
     for step in range(iterations):
-        c = centre.T[:, :, None]
-        np.multiply(rays, (rays * c).sum(0), out=every_pt[:, :, p:])  # each ray's point nearest the centre
-        diff = every_pt - c
-        dist = np.sqrt((diff * diff).sum(0))
-        res = dist - radius[:, None]
+        diff, dist, res = _residuals(every_pt, rays, centre, radius, p)
         if step in ROBUST_STEPS:
             robust = _Robust.estimate(res, w > 0, every, p, outline_floor)
         w = every.astype(np.float32) if robust is None else robust.weights(res)
@@ -304,6 +300,16 @@ def fit_spheres(points: np.ndarray, valid: np.ndarray, rays: np.ndarray | None =
         radius = np.clip(radius + delta[:, 3], lo, hi).astype(np.float32)
     inliers = (w[:, :p] > 0).sum(1) / np.maximum(valid.sum(1), 1)
     return centre.astype(np.float64), radius.astype(np.float64), inliers
+
+
+def _residuals(every_pt: np.ndarray, rays: np.ndarray, centre: np.ndarray, radius: np.ndarray, p: int):
+    """Each ray's point nearest the centre (written after the ``p`` surface points of ``every_pt``), then every
+    point's offset from the centre (3, N, M), its distance (N, M) and its residual, distance minus radius."""
+    c = centre.T[:, :, None]
+    np.multiply(rays, (rays * c).sum(0), out=every_pt[:, :, p:])
+    diff = every_pt - c
+    dist = np.sqrt((diff * diff).sum(0))
+    return diff, dist, dist - radius[:, None]
 
 
 def _start(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
