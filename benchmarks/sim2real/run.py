@@ -273,48 +273,57 @@ def _commit() -> str:
 def write_outputs(head: list[str], summary: dict) -> list[str]:
     lines = list(head)
     if summary.get("ablation"):
-        ab = summary["ablation"]
-        lines += ["## Ablation: one randomisation family switched off", "",
-                  f"Small equal-budget runs ({ab['scale']['n']} images, {ab['scale']['epochs']} epochs, "
-                  f"{ab['scale']['imgsz']} px, evaluated at {ab['scale']['imgsz']} px, the recipe's weight averaging "
-                  "included): compare rows with each other, "
-                  "not with the recipe above; differences of a few hundredths are within run-to-run noise."
-                  + (f" Measured with the renderer at commit {ab['commit']}." if ab.get("commit") else ""), "",
-                  "| switched off | real mask mAP50 | real box mAP50 | synthetic mask mAP50 |", "|---|---|---|---|"]
-        lines += [f"| {r['switched_off']} | {r['real_mask_map50']:.3f} | {r['real_box_map50']:.3f} | "
-                  f"{r['synthetic_mask_map50']:.3f} |" for r in ab["rows"]]
-        lines += ["", "The two baseline rows differ only in their renders: their gap is the run-to-run noise at this "
-                  "budget, and only differences well beyond it mean anything. At such small budgets narrower data "
-                  "is simply easier to learn, and the dev photos are one cultivar in one light: do not read a row "
-                  "that beats the baseline as advice to drop that variety (other orchards are scored too).", ""]
+        lines += _ablation_section(summary["ablation"])
     if summary.get("curve"):
-        lines += ["## Learning curve: synthetic vs real, epoch by epoch", "",
-                  "Every saved checkpoint of the recipe run, evaluated on both sets. The synthetic column says how well "
-                  "the renderer has been learnt, the real one how much of that carries over to photos; their gap, epoch "
-                  "by epoch, is the sim-to-real gap, and the swings of the real column from one epoch to the next are "
-                  "the noise any single-checkpoint number carries.", "",
-                  "| epoch | real mask mAP50 | real box mAP50 | synthetic mask mAP50 |", "|---|---|---|---|"]
-        lines += [f"| {r['epoch']} | {r['real_mask_map50']:.3f} | {r['real_box_map50']:.3f} | {r['synthetic_mask_map50']:.3f} |"
-                  for r in summary["curve"]]
-        lines += ["", "![Learning curve](learning_curve.png)", ""]
-        if (HERE / "gpu_30_epochs.md").exists():
-            lines += ["Where the curve goes past the recipe's epochs: a 30-epoch run of the recipe on a lent GPU, "
-                      "[gpu_30_epochs.md](gpu_30_epochs.md).", ""]
-    if (HERE / "false_positives.md").exists():
-        lines += ["What the model mistakes for apples, and how sure it is of the apples it finds, by score threshold: "
-                  "[false_positives.md](false_positives.md) (`benchmarks/sim2real/false_positives.py`).", ""]
-    if (HERE / "image_stats.md").exists():
-        lines += ["How renders and the dev photos differ in aggregate image statistics (brightness, saturation, fine detail, "
-                  "apple colour): [image_stats.md](image_stats.md) (`benchmarks/sim2real/image_stats.py`).", ""]
-    if (HERE / "gpu_augment_screen.md").exists():
-        lines += ["Why the recipe uses copy_paste and mixup, and why not 512 px: a screen on a lent GPU and its CPU check, "
-                  "[gpu_augment_screen.md](gpu_augment_screen.md).", ""]
+        lines += _curve_section(summary["curve"])
+    for name, text in (("false_positives.md", "What the model mistakes for apples, and how sure it is of the apples it "
+                        "finds, by score threshold: [false_positives.md](false_positives.md) "
+                        "(`benchmarks/sim2real/false_positives.py`)."),
+                       ("image_stats.md", "How renders and the dev photos differ in aggregate image statistics "
+                        "(brightness, saturation, fine detail, apple colour): [image_stats.md](image_stats.md) "
+                        "(`benchmarks/sim2real/image_stats.py`)."),
+                       ("gpu_augment_screen.md", "Why the recipe uses copy_paste and mixup, and why not 512 px: a "
+                        "screen on a lent GPU and its CPU check, [gpu_augment_screen.md](gpu_augment_screen.md).")):
+        if (HERE / name).exists():
+            lines += [text, ""]
     for pic, caption in (("rendered_vs_real.jpg", "Procedural renders (top) vs real dev photos (bottom)"),
                          ("predictions_real.jpg", "Recipe model on real dev photos: predictions (filled) over hand labels (white)")):
         if (HERE / pic).exists():
             lines += [f"![{caption}]({pic})", ""]
     (HERE / "results.md").write_text("\n".join(lines) + "\n" + _history())
     (HERE / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return lines
+
+
+def _ablation_section(ab: dict) -> list[str]:
+    lines = ["## Ablation: one randomisation family switched off", "",
+             f"Small equal-budget runs ({ab['scale']['n']} images, {ab['scale']['epochs']} epochs, "
+             f"{ab['scale']['imgsz']} px, evaluated at {ab['scale']['imgsz']} px, the recipe's weight averaging "
+             "included): compare rows with each other, "
+             "not with the recipe above; differences of a few hundredths are within run-to-run noise."
+             + (f" Measured with the renderer at commit {ab['commit']}." if ab.get("commit") else ""), "",
+             "| switched off | real mask mAP50 | real box mAP50 | synthetic mask mAP50 |", "|---|---|---|---|"]
+    lines += [f"| {r['switched_off']} | {r['real_mask_map50']:.3f} | {r['real_box_map50']:.3f} | "
+              f"{r['synthetic_mask_map50']:.3f} |" for r in ab["rows"]]
+    return lines + ["", "The two baseline rows differ only in their renders: their gap is the run-to-run noise at this "
+                    "budget, and only differences well beyond it mean anything. At such small budgets narrower data "
+                    "is simply easier to learn, and the dev photos are one cultivar in one light: do not read a row "
+                    "that beats the baseline as advice to drop that variety (other orchards are scored too).", ""]
+
+
+def _curve_section(curve: list[dict]) -> list[str]:
+    lines = ["## Learning curve: synthetic vs real, epoch by epoch", "",
+             "Every saved checkpoint of the recipe run, evaluated on both sets. The synthetic column says how well "
+             "the renderer has been learnt, the real one how much of that carries over to photos; their gap, epoch "
+             "by epoch, is the sim-to-real gap, and the swings of the real column from one epoch to the next are "
+             "the noise any single-checkpoint number carries.", "",
+             "| epoch | real mask mAP50 | real box mAP50 | synthetic mask mAP50 |", "|---|---|---|---|"]
+    lines += [f"| {r['epoch']} | {r['real_mask_map50']:.3f} | {r['real_box_map50']:.3f} | {r['synthetic_mask_map50']:.3f} |"
+              for r in curve]
+    lines += ["", "![Learning curve](learning_curve.png)", ""]
+    if (HERE / "gpu_30_epochs.md").exists():
+        lines += ["Where the curve goes past the recipe's epochs: a 30-epoch run of the recipe on a lent GPU, "
+                  "[gpu_30_epochs.md](gpu_30_epochs.md).", ""]
     return lines
 
 
