@@ -39,6 +39,19 @@ def label_quality(dataset: Path, reference: Path, **annotate_args) -> dict:
 
 
 def main() -> None:
+    args = _parse_args()
+    labellers = _labellers(args)
+    if not labellers:
+        sys.exit("error: no labeller to measure: train one (make quickstart) or pass --detector and --segmenter")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [row for k, (name, kwargs) in enumerate(labellers) for row in _measure(k, name, kwargs, args, Path(tmp))]
+    lines = _table(rows, measured_yolo_sam=bool(args.detector and args.segmenter))
+    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    (HERE / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", type=Path, default=ROOT / "runs" / "quickstart" / "weights" / "best.pt")
     ap.add_argument("--detector", default=None, help="COCO-pretrained YOLO detector for yolo-sam (e.g. yolo11x.pt)")
@@ -46,45 +59,48 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40, help="fresh procedural images")
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--conf", type=float, default=0.25)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def _labellers(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """(name, annotate() arguments) of each labeller there are weights for."""
+    labellers = []
+    if args.teacher.is_file():
+        labellers.append((f"model (teacher: {args.teacher.parent.parent.name})", {"labeler": "model", "detector": str(args.teacher)}))
+    if args.detector and args.segmenter:
+        labellers.append(("yolo-sam", {"labeler": "yolo-sam", "detector": args.detector, "segmenter": args.segmenter}))
+    return labellers
+
+
+def _measure(k: int, name: str, kwargs: dict, args: argparse.Namespace, tmp: Path) -> list[dict]:
+    """One labeller on fresh renders (against their exact masks) and, when present, on the real dev photos."""
     from pomona.dataset import read_data_yaml
     from pomona.pipeline.generate import generate_procedural
     from pomona.pipeline.recipe import default_real
 
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        labellers = []
-        if args.teacher.is_file():
-            labellers.append((f"model (teacher: {args.teacher.parent.parent.name})", {"labeler": "model", "detector": str(args.teacher)}))
-        if args.detector and args.segmenter:
-            labellers.append(("yolo-sam", {"labeler": "yolo-sam", "detector": args.detector, "segmenter": args.segmenter}))
-        if not labellers:
-            sys.exit("error: no labeller to measure: train one (make quickstart) or pass --detector and --segmenter")
-        for name, kwargs in labellers:
-            ds = tmp / f"synthetic-{len(rows)}"
-            generate_procedural(ds, args.n, (640, 640), seed=900_000)  # seeds no training run uses
-            shutil.copytree(ds / "labels", ds / "labels_gt")
-            r = label_quality(ds, ds / "labels_gt", conf=args.conf, imgsz=args.imgsz, **kwargs)
-            rows.append({"labeller": name, "data": f"procedural ({args.n} fresh images)", **r})
-            real = default_real()
-            if real is not None:
-                spec = read_data_yaml(real)
-                ds = copy_images(spec.images("val"), tmp / f"real-{len(rows)}")
-                r = label_quality(ds, real.parent / "labels", conf=args.conf, imgsz=args.imgsz, **kwargs)
-                rows.append({"labeller": name, "data": "real dev photos (144 tiles)", **r})
+    ds = tmp / f"synthetic-{k}"
+    generate_procedural(ds, args.n, (640, 640), seed=900_000)  # seeds no training run uses
+    shutil.copytree(ds / "labels", ds / "labels_gt")
+    r = label_quality(ds, ds / "labels_gt", conf=args.conf, imgsz=args.imgsz, **kwargs)
+    rows = [{"labeller": name, "data": f"procedural ({args.n} fresh images)", **r}]
+    real = default_real()
+    if real is not None:
+        real_ds = copy_images(read_data_yaml(real).images("val"), tmp / f"real-{k}")
+        r = label_quality(real_ds, real.parent / "labels", conf=args.conf, imgsz=args.imgsz, **kwargs)
+        rows.append({"labeller": name, "data": "real dev photos (144 tiles)", **r})
+    return rows
+
+
+def _table(rows: list[dict], measured_yolo_sam: bool) -> list[str]:
     lines = ["# Label quality: automatic labels vs reference", "",
              "Matched instances at mask IoU >= 0.5 (one-to-one). Paper (YOLO11 + SAM on DALL-E images): Dice 0.95, IoU 0.93.",
              f"Command: `python benchmarks/labels/run.py {' '.join(sys.argv[1:])}`", "",
              "| labeller | data | Dice | IoU | precision | recall | F1 | s/image |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['labeller']} | {r['data']} | {r['dice']:.3f} | {r['iou']:.3f} | {r['precision']:.3f} | "
               f"{r['recall']:.3f} | {r['f1']:.3f} | {r['seconds_per_image']} |" for r in rows]
-    if not (args.detector and args.segmenter):
+    if not measured_yolo_sam:
         lines += ["", "yolo-sam not measured: its weights (yolo11x.pt, sam2.1_b.pt) cannot be downloaded on this machine."]
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
-    (HERE / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":
