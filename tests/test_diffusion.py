@@ -104,17 +104,7 @@ def test_cli_writes_images_and_manifest_then_resumes(tiny_pipeline, tmp_path, ca
     assert [f.name for f in files] == [image_name(i) for i in range(3)]
     assert all(read_image(f).shape == (48, 64, 3) for f in files)
     assert not [p for p in (out / "images").iterdir() if p.name.startswith(".")]  # no temp files left
-    records = read_manifest(out)
-    assert [r["file"] for r in records] == [f"images/{image_name(i)}" for i in range(3)]
-    assert [r["seed"] for r in records] == [5, 6, 7]
-    first = records[0]
-    assert first["backend"] == "diffusers" and first["model"] == str(tiny_pipeline)
-    assert first["steps"] == 2 and first["guidance"] == 7.5  # SD default guidance, recorded
-    assert first["scheduler"] == "EulerDiscreteScheduler" and first["pipeline"] == "StableDiffusionPipeline"
-    assert first["size"] == [64, 48] and first["negative_prompt"] is None and first["dtype"] == "float32"
-    assert len({r["group"] for r in records}) == 3 and "pomona_version" in first
-    from pomona.pipeline.prompts import BUILTIN_PROMPTS
-    assert [r["prompt"] for r in records] == BUILTIN_PROMPTS[:3]
+    _assert_manifest_of_first_run(out, tiny_pipeline)
 
     # second run: nothing new, files untouched
     before = {f.name: f.stat().st_mtime_ns for f in files}
@@ -146,6 +136,22 @@ def test_cli_writes_images_and_manifest_then_resumes(tiny_pipeline, tmp_path, ca
     code, stdout, err = run_cli(*generate_cmd(out, tiny_pipeline, "--n", "3", "--seed", "9"), capsys=capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "seed=5" in err and "seed=9" in err
+
+
+def _assert_manifest_of_first_run(out, model) -> None:
+    """Three images from seed 5 with the built-in prompts, every generation setting recorded."""
+    from pomona.pipeline.prompts import BUILTIN_PROMPTS
+
+    records = read_manifest(out)
+    assert [r["file"] for r in records] == [f"images/{image_name(i)}" for i in range(3)]
+    assert [r["seed"] for r in records] == [5, 6, 7]
+    first = records[0]
+    assert first["backend"] == "diffusers" and first["model"] == str(model)
+    assert first["steps"] == 2 and first["guidance"] == 7.5  # SD default guidance, recorded
+    assert first["scheduler"] == "EulerDiscreteScheduler" and first["pipeline"] == "StableDiffusionPipeline"
+    assert first["size"] == [64, 48] and first["negative_prompt"] is None and first["dtype"] == "float32"
+    assert len({r["group"] for r in records}) == 3 and "pomona_version" in first
+    assert [r["prompt"] for r in records] == BUILTIN_PROMPTS[:3]
 
 
 def test_seeds_reproduce_image_by_image_whatever_the_batch(tiny_pipeline, tmp_path):

@@ -385,17 +385,11 @@ def test_demo_measures_an_uploaded_colour_and_depth_pair(rgbd, tmp_path):
         demo.detect_rgbd(cache, str(image), str(depth), None, None, None, None, None, model, 0.25, 0.7)
 
 
-def test_realsense_path_pairs_each_colour_frame_with_its_depth(rgbd, tmp_path, monkeypatch):
-    """The --depth realsense plumbing against a stand-in for pyrealsense2 that serves the rgbd frames (no camera
-    here: this checks pomona's side, the pairing, units and intrinsics, not Intel's library)."""
+def _fake_realsense(images: list, depths: list, served: list):
+    """A stand-in for pyrealsense2 that serves ``images`` with ``depths`` (in 0.5 mm units, to check the scaling),
+    aligned, one frame pair per 30 ms, appending the index of each pair it serves to ``served``."""
     import time
     import types
-
-    from pomona.edge.runner import run
-
-    images = [cv2.imread(str(p)) for p in sorted((rgbd / "images").glob("*.jpg"))]
-    depths = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((rgbd / "depth").glob("*.png"))]
-    served = []
 
     class Frame:
         def __init__(self, data):
@@ -411,7 +405,7 @@ def test_realsense_path_pairs_each_colour_frame_with_its_depth(rgbd, tmp_path, m
         def get_color_frame(self):
             return Frame(images[self.k])
 
-        def get_depth_frame(self):  # in the device's units: 0.5 mm here, to check the scaling
+        def get_depth_frame(self):  # in the device's units: 0.5 mm here
             return Frame((depths[self.k].astype(np.uint32) * 2).astype(np.uint16))
 
     class Pipeline:
@@ -430,10 +424,19 @@ def test_realsense_path_pairs_each_colour_frame_with_its_depth(rgbd, tmp_path, m
         def stop(self):
             pass
 
-    rs = types.SimpleNamespace(pipeline=Pipeline, config=lambda: types.SimpleNamespace(
+    return types.SimpleNamespace(pipeline=Pipeline, config=lambda: types.SimpleNamespace(
         enable_device=lambda s: None, enable_stream=lambda *a: None), stream=types.SimpleNamespace(depth=0, color=1),
         format=types.SimpleNamespace(z16=0, bgr8=1), align=lambda s: types.SimpleNamespace(process=lambda f: f))
-    monkeypatch.setitem(sys.modules, "pyrealsense2", rs)
+
+
+def test_realsense_path_pairs_each_colour_frame_with_its_depth(rgbd, tmp_path, monkeypatch):
+    """The --depth realsense plumbing against a stand-in for pyrealsense2 that serves the rgbd frames (no camera
+    here: this checks pomona's side, the pairing, units and intrinsics, not Intel's library)."""
+    from pomona.edge.runner import run
+
+    images = [cv2.imread(str(p)) for p in sorted((rgbd / "images").glob("*.jpg"))]
+    depths = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((rgbd / "depth").glob("*.png"))]
+    monkeypatch.setitem(sys.modules, "pyrealsense2", _fake_realsense(images, depths, []))
     jsonl = tmp_path / "rs.jsonl"
     summary = run(MODEL, "realsense", depth="realsense", jsonl=jsonl, max_frames=4, quiet=True)
     assert summary["frames"] == 4
