@@ -227,17 +227,22 @@ def markdown(e: dict) -> str:
             b_ok = "met" if b_ratio >= target else "**missed**"
             lines.append(f"- {src}, vs {b}: **{r['median']:.2f}x** ({r['min']:.2f}-{r['max']:.2f}); target "
                          f"{target}x: {ok}. Best of {e['reps']}: **{b_ratio:.2f}x**, {b_ok}")
-    t = e.get("tail")
-    if t:
-        mp, rd = t["model_plus_post_ms"], t["render_ms"]
-        lines += ["", f"Tail latency of the default runtime (edge.bench on the same frames, {t['frames']} frames, "
-                  f"{t['apples_mean']} apples per frame on average, up to {t['apples_max']}; synchronous, no capture "
-                  "thread):", "", "| stage | p50 ms | p99 ms | max ms | p99 / p50 |", "|---|---|---|---|---|",
-                  f"| model + post-processing | {mp['p50']:.2f} | {mp['p99']:.2f} | {mp['max']:.2f} | "
-                  f"{mp['p99'] / mp['p50']:.2f} (target <= 2) |",
-                  f"| drawing | {rd['p50']:.2f} | {rd['p99']:.2f} | {rd['max']:.2f} | {rd['p99'] / rd['p50']:.2f} |"]
+    lines += _tail_lines(e.get("tail"))
     lines += ["", "![whole-command time per frame](e2e.png)", ""]
     return "\n".join(lines)
+
+
+def _tail_lines(t: dict | None) -> list[str]:
+    """The tail-latency table of the default runtime (edge.bench), when it was measured."""
+    if not t:
+        return []
+    mp, rd = t["model_plus_post_ms"], t["render_ms"]
+    return ["", f"Tail latency of the default runtime (edge.bench on the same frames, {t['frames']} frames, "
+            f"{t['apples_mean']} apples per frame on average, up to {t['apples_max']}; synchronous, no capture "
+            "thread):", "", "| stage | p50 ms | p99 ms | max ms | p99 / p50 |", "|---|---|---|---|---|",
+            f"| model + post-processing | {mp['p50']:.2f} | {mp['p99']:.2f} | {mp['max']:.2f} | "
+            f"{mp['p99'] / mp['p50']:.2f} (target <= 2) |",
+            f"| drawing | {rd['p50']:.2f} | {rd['p99']:.2f} | {rd['max']:.2f} | {rd['p99'] / rd['p50']:.2f} |"]
 
 
 def write_results_md(e: dict) -> None:
