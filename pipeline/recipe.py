@@ -54,11 +54,13 @@ _SECTIONS = ("generate", "annotate", "split", "train", "evaluate", "export")
 
 
 def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = None, overrides: dict | None = None,
-               **shorthand) -> Path:
+               resume: bool = False, **shorthand) -> Path:
     """Run every stage of a recipe into ``out``; returns the path of report.md.
 
     ``overrides`` sets keys per section, e.g. ``{"generate": {"disable": ["blur"]}}``; ``shorthand``
     replaces a key wherever a section has it (``n=40``, ``epochs=1``, ``imgsz=256``); None is ignored.
+    ``resume`` continues an interrupted run in ``out``: its rendered data is kept (not rendered again) and
+    training goes on from ``weights/last.pt`` with the settings it was started with (Ultralytics' resume).
     """
     _import_stages()
     recipe = load_recipe(name)
@@ -67,11 +69,15 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     real = _real_data(real)
 
     run = _Run(recipe["_name"])
-    data = _clean_run_folder(out)
-    _generate_stage(run, data, sections["generate"])
-    _annotate_stage(run, data, sections["annotate"])
-    sp = _split_stage(run, data, sections["split"])
-    best = _train_stage(run, sp.data_yaml, out, sections["train"])
+    if resume:
+        sp = _resumed_data(run, out, sections["split"])
+        best = _train_stage(run, sp.data_yaml, out, {**sections["train"], "resume": True})
+    else:
+        data = _clean_run_folder(out)
+        _generate_stage(run, data, sections["generate"])
+        _annotate_stage(run, data, sections["annotate"])
+        sp = _split_stage(run, data, sections["split"])
+        best = _train_stage(run, sp.data_yaml, out, sections["train"])
     # Evaluate (and export) at the size trained at unless the recipe says otherwise.
     imgsz = int(sections["evaluate"].get("imgsz", sections["train"].get("imgsz", 320)))
     _evaluate_stage(run, best, sp.data_yaml, real, imgsz, out)
@@ -138,6 +144,25 @@ def _clean_run_folder(out: Path) -> Path:
     return data
 
 
+def _resumed_data(run: _Run, out: Path, split_section: dict):
+    """An interrupted run's data as it was rendered and labelled (the split again: same seed, same lists), and what
+    its generate stage would have recorded (its speed is not known any more)."""
+    from pomona.dataset import read_manifest
+    from pomona.pipeline.split import split
+
+    if (out / "results.json").exists():
+        raise PomonaError(f"{out} is a finished run (results.json): nothing to resume")
+    if not (out / "weights" / "last.pt").is_file() or not (out / "data" / "manifest.jsonl").is_file():
+        raise PomonaError(f"nothing to resume in {out}: it needs data/ and weights/last.pt from an interrupted run")
+    rows = read_manifest(out / "data")
+    run.results["generate"] = {"images": len(rows), "apples": sum(int(r.get("apples", 0)) for r in rows),
+                               "images_per_s": None}
+    run.results["resumed"] = True
+    sp = split([out / "data"], **split_section)
+    run.results["split"] = sp.counts
+    return sp
+
+
 def _generate_stage(run: _Run, data: Path, g: dict) -> None:
     from pomona.pipeline.generate import generate_procedural
     from pomona.pipeline.prompts import load_prompts
@@ -173,6 +198,8 @@ def _train_stage(run: _Run, data_yaml: Path, out: Path, tr: dict) -> Path:
     average_last = int(tr.pop("average_last", 0) or 0)  # a recipe key, not a train() argument
     with run.stage("train", f"4/6 train {tr.get('model', 'yolo11n-seg.yaml')} for {tr.get('epochs', 30)} epochs"):
         run.results["train_from"] = str(tr.get("model", "yolo11n-seg.yaml"))
+        if tr.get("resume"):  # the interrupted run's own checkpoint; it started from the recipe's model
+            tr["model"] = str(out / "weights" / "last.pt")
         best = train(data_yaml, out=out, **tr)
         if average_last > 1:
             best = _average_stage(run, out, average_last)
@@ -249,7 +276,10 @@ def write_report(out: Path, results: dict, real: Path | None) -> Path:
     lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in results["seconds"].items()]
     gen = results["generate"]
-    lines += ["", f"Rendering: {gen['images']} images, {gen['apples']} apples, {gen['images_per_s']:.1f} images/s.",
+    speed = "rendered before the run was resumed" if gen["images_per_s"] is None else f"{gen['images_per_s']:.1f} images/s"
+    if results.get("resumed"):
+        lines += ["", "Resumed after an interruption: the stage times are those of the resumed part only."]
+    lines += ["", f"Rendering: {gen['images']} images, {gen['apples']} apples, {speed}.",
               f"Split: {json.dumps(results['split'])}.", "", "## Export", "",
               "```json", json.dumps(results.get("export", "skipped"), indent=2, default=str), "```", "", "## Pictures", ""]
     for rel, caption in (("eval-synthetic-val/predictions.jpg", "Predictions (filled) over ground truth (white) on synthetic val"),

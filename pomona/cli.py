@@ -259,10 +259,16 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
            from_run: Optional[Path] = typer.Option(None, "--from-run", help="release: gate a finished from-scratch "
                                                    "recipe run (e.g. runs/sim2real) as the next version instead of "
                                                    "training a chunk."),
+           resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (its renders "
+                                                               "kept, training from weights/last.pt); release "
+                                                               "resumes by itself."),
            ) -> None:
     """Run a named end-to-end recipe (pomona/recipes/NAME.yaml); `release` continues the shipped model."""
     if name == "release":
         from pomona.pipeline.release import promote, release
+
+        if resume:
+            raise PomonaError("`pomona recipe release` resumes by itself: run it again with the same --out")
 
         if from_run is not None:
             ignored = [flag for flag, v in (("--hours", hours), ("--chunks", chunks), ("--n", n), ("--epochs", epochs),
@@ -283,7 +289,10 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
     from pomona.pipeline.recipe import run_recipe
 
     overrides = {"train": {"device": device}} if device else None
-    typer.echo(f"report: {run_recipe(name, out, overrides=overrides, n=n, epochs=epochs)}")
+    if resume and (n is not None or epochs is not None):  # Ultralytics' resume takes them from the checkpoint
+        raise PomonaError("--resume continues a run with the settings it was started with; --n and --epochs would "
+                          "have no effect")
+    typer.echo(f"report: {run_recipe(name, out, overrides=overrides, resume=resume, n=n, epochs=epochs)}")
 
 
 @app.command()

@@ -55,3 +55,58 @@ def test_sim2real_recipe_averages_its_last_epochs(tmp_path):
     bare = evaluate_model(weights / "epoch2.pt", real / "data.yaml", "val", 96, tmp_path / "bare", grid_images=0)
     assert (tmp_path / "bare" / "metrics.json").is_file() and "grid" not in bare
     assert not (tmp_path / "bare" / "predictions.jpg").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_recipe_run_resumes_without_rendering_again(tmp_path, monkeypatch, capsys):
+    """A recipe run killed after its first epoch continues with `--resume`: the renders stay as they were, training
+    goes on from last.pt (the first epoch is not trained again) and the weight average spans the whole run."""
+    import csv
+
+    from pomona.pipeline import weights
+    from pomona.pipeline.recipe import run_recipe
+
+    real = make_dataset(tmp_path / "real", [[(30, 30, 12)], []])
+    (real / "data.yaml").write_text("train: images\nval: images\nnames: {0: apple}\n")
+    out = tmp_path / "s2r"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(trainer):
+        if trainer.epoch == 0:
+            raise Killed
+
+    real_load = weights.load_yolo
+
+    def load_and_arm(*args, **kwargs):  # train() imports load_yolo when called: this one arms the kill
+        model = real_load(*args, **kwargs)
+        model.add_callback("on_fit_epoch_end", kill_after_first_epoch)
+        return model
+
+    monkeypatch.setattr(weights, "load_yolo", load_and_arm)
+    args = dict(real=real / "data.yaml", overrides={"export": {"skip": True}}, n=8, epochs=3, imgsz=64)
+    with pytest.raises(Killed):
+        run_recipe("sim2real", out, **args)
+    monkeypatch.undo()
+    rendered = {p.name: p.stat().st_mtime_ns for p in (out / "data" / "images").iterdir()}
+    assert not (out / "results.json").exists()
+
+    report = run_recipe("sim2real", out, resume=True, real=real / "data.yaml", overrides={"export": {"skip": True}})
+    with open(out / "results.csv") as f:
+        assert [int(float(row["epoch"])) for row in csv.DictReader(f)] == [1, 2, 3]
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "data" / "images").iterdir()} == rendered
+    results = json.loads((out / "results.json").read_text())
+    assert results["resumed"] and results["averaged_epochs"] == [1, 2, 3] and results["generate"]["images"] == 8
+    assert results["train_from"] == "yolo11n-seg.yaml" and "real_dev" in results
+    text = report.read_text()
+    assert "Resumed after an interruption" in text and "rendered before the run was resumed" in text
+    # a finished run, or a folder without one, has nothing to resume: one line, exit 2
+    capsys.readouterr()
+    for argv, words in ((["sim2real", "--out", str(out)], "finished run"),
+                        (["sim2real", "--out", str(tmp_path / "empty")], "nothing to resume"),
+                        (["release"], "resumes by itself")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["recipe", *argv, "--resume"])
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1 and words in err, err
