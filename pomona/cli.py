@@ -265,25 +265,9 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
            ) -> None:
     """Run a named end-to-end recipe (pomona/recipes/NAME.yaml); `release` continues the shipped model."""
     if name == "release":
-        from pomona.pipeline.release import promote, release
-
         if resume:
             raise PomonaError("`pomona recipe release` resumes by itself: run it again with the same --out")
-
-        if from_run is not None:
-            ignored = [flag for flag, v in (("--hours", hours), ("--chunks", chunks), ("--n", n), ("--epochs", epochs),
-                                            ("--device", device), ("--out", out)) if v is not None]
-            if ignored:  # the run is finished: nothing would be trained, and a silently dropped flag misleads
-                raise PomonaError(f"--from-run gates a finished run; {', '.join(ignored)} would have no effect")
-            verdict, how = promote(from_run, ship=ship), "from scratch"
-        else:
-            overrides = {k: v for k, v in (("n", n), ("epochs", epochs)) if v is not None}
-            verdict = release(hours=hours if hours is not None or chunks is not None else 1.0, device=device,
-                              chunks=chunks, out=out, ship=ship, chunk_overrides=overrides)
-            how = f"{verdict['chunks']} chunk(s)"
-        typer.echo(f"candidate: {verdict['candidate']} (v{verdict['version']}, {how}, {verdict['hours']:.2f} h)")
-        typer.echo(f"gate: {verdict['reason']}" + ("; shipped" if verdict["shipped"] else ""))
-        return
+        return _recipe_release(out, hours, device, chunks, n, epochs, ship, from_run)
     if any(v is not None for v in (hours, chunks, from_run)) or ship:
         raise PomonaError("--hours, --chunks, --ship and --from-run belong to `pomona recipe release`")
     from pomona.pipeline.recipe import run_recipe
@@ -293,6 +277,25 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
         raise PomonaError("--resume continues a run with the settings it was started with; --n and --epochs would "
                           "have no effect")
     typer.echo(f"report: {run_recipe(name, out, overrides=overrides, resume=resume, n=n, epochs=epochs)}")
+
+
+def _recipe_release(out, hours, device, chunks, n, epochs, ship: bool, from_run) -> None:
+    """`pomona recipe release`: continue the shipped model chunk by chunk, or gate a finished run (--from-run)."""
+    from pomona.pipeline.release import promote, release
+
+    if from_run is not None:
+        ignored = [flag for flag, v in (("--hours", hours), ("--chunks", chunks), ("--n", n), ("--epochs", epochs),
+                                        ("--device", device), ("--out", out)) if v is not None]
+        if ignored:  # the run is finished: nothing would be trained, and a silently dropped flag misleads
+            raise PomonaError(f"--from-run gates a finished run; {', '.join(ignored)} would have no effect")
+        verdict, how = promote(from_run, ship=ship), "from scratch"
+    else:
+        overrides = {k: v for k, v in (("n", n), ("epochs", epochs)) if v is not None}
+        verdict = release(hours=hours if hours is not None or chunks is not None else 1.0, device=device,
+                          chunks=chunks, out=out, ship=ship, chunk_overrides=overrides)
+        how = f"{verdict['chunks']} chunk(s)"
+    typer.echo(f"candidate: {verdict['candidate']} (v{verdict['version']}, {how}, {verdict['hours']:.2f} h)")
+    typer.echo(f"gate: {verdict['reason']}" + ("; shipped" if verdict["shipped"] else ""))
 
 
 @app.command()

@@ -57,18 +57,9 @@ def test_sim2real_recipe_averages_its_last_epochs(tmp_path):
     assert not (tmp_path / "bare" / "predictions.jpg").exists()
 
 
-@pytest.mark.slow
-def test_an_interrupted_recipe_run_resumes_without_rendering_again(tmp_path, monkeypatch, capsys):
-    """A recipe run killed after its first epoch continues with `--resume`: the renders stay as they were, training
-    goes on from last.pt (the first epoch is not trained again) and the weight average spans the whole run."""
-    import csv
-
+def _kill_training_after_its_first_epoch(monkeypatch) -> type:
+    """Arm every model train() loads to raise (a killed job) when its first epoch ends; returns the exception."""
     from pomona.pipeline import weights
-    from pomona.pipeline.recipe import run_recipe
-
-    real = make_dataset(tmp_path / "real", [[(30, 30, 12)], []])
-    (real / "data.yaml").write_text("train: images\nval: images\nnames: {0: apple}\n")
-    out = tmp_path / "s2r"
 
     class Killed(Exception):
         pass
@@ -85,8 +76,23 @@ def test_an_interrupted_recipe_run_resumes_without_rendering_again(tmp_path, mon
         return model
 
     monkeypatch.setattr(weights, "load_yolo", load_and_arm)
+    return Killed
+
+
+@pytest.mark.slow
+def test_an_interrupted_recipe_run_resumes_without_rendering_again(tmp_path, monkeypatch, capsys):
+    """A recipe run killed after its first epoch continues with `--resume`: the renders stay as they were, training
+    goes on from last.pt (the first epoch is not trained again) and the weight average spans the whole run."""
+    import csv
+
+    from pomona.pipeline.recipe import run_recipe
+
+    real = make_dataset(tmp_path / "real", [[(30, 30, 12)], []])
+    (real / "data.yaml").write_text("train: images\nval: images\nnames: {0: apple}\n")
+    out = tmp_path / "s2r"
+    killed = _kill_training_after_its_first_epoch(monkeypatch)
     args = dict(real=real / "data.yaml", overrides={"export": {"skip": True}}, n=8, epochs=3, imgsz=64)
-    with pytest.raises(Killed):
+    with pytest.raises(killed):
         run_recipe("sim2real", out, **args)
     monkeypatch.undo()
     rendered = {p.name: p.stat().st_mtime_ns for p in (out / "data" / "images").iterdir()}
