@@ -155,7 +155,10 @@ def _resumed_data(run: _Run, out: Path, split_section: dict):
     if not (out / "weights" / "last.pt").is_file() or not (out / "data" / "manifest.jsonl").is_file():
         raise PomonaError(f"nothing to resume in {out}: it needs data/ and weights/last.pt from an interrupted run")
     rows = read_manifest(out / "data")
-    run.console.rule(f"[bold]1-3/6 resume {out}: its {len(rows)} renders kept, training on from weights/last.pt")
+    from rich.markup import escape
+
+    run.console.rule(f"[bold]1-3/6 resume {escape(str(out))}: its {len(rows)} renders kept, training on from "
+                     "weights/last.pt")
     run.results["generate"] = {"images": len(rows), "apples": sum(int(r.get("apples", 0)) for r in rows),
                                "images_per_s": None}
     run.results["resumed"] = True
