@@ -147,24 +147,21 @@ def _clean_run_folder(out: Path) -> Path:
 def _resumed_data(run: _Run, out: Path, split_section: dict):
     """An interrupted run's data as it was rendered and labelled (the split again: same seed, same lists), and what
     its generate stage would have recorded (its speed is not known any more)."""
+    from rich.markup import escape
+
     from pomona.dataset import read_manifest
-    from pomona.pipeline.split import split
 
     if (out / "results.json").exists():
         raise PomonaError(f"{out} is a finished run (results.json): nothing to resume")
-    if not (out / "weights" / "last.pt").is_file() or not (out / "data" / "manifest.jsonl").is_file():
-        raise PomonaError(f"nothing to resume in {out}: it needs data/ and weights/last.pt from an interrupted run")
     rows = read_manifest(out / "data")
-    from rich.markup import escape
-
+    if not rows or not (out / "weights" / "last.pt").is_file():
+        raise PomonaError(f"nothing to resume in {out}: it needs data/ and weights/last.pt from an interrupted run")
     run.console.rule(f"[bold]1-3/6 resume {escape(str(out))}: its {len(rows)} renders kept, training on from "
                      "weights/last.pt")
     run.results["generate"] = {"images": len(rows), "apples": sum(int(r.get("apples", 0)) for r in rows),
                                "images_per_s": None}
     run.results["resumed"] = True
-    sp = split([out / "data"], **split_section)
-    run.results["split"] = sp.counts
-    return sp
+    return _split_stage(run, out / "data", split_section)
 
 
 def _generate_stage(run: _Run, data: Path, g: dict) -> None:

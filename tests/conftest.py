@@ -36,6 +36,28 @@ def make_dataset(root: Path, specs: list[list[tuple[int, int, int]]], size=(96, 
     return root
 
 
+def kill_training_after_its_first_epoch(monkeypatch) -> type:
+    """Arm every model train() loads to raise (a killed job) when its first epoch ends; returns the exception."""
+    from pomona.pipeline import weights
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(trainer):
+        if trainer.epoch == 0:
+            raise Killed
+
+    real_load = weights.load_yolo
+
+    def load_and_arm(*args, **kwargs):  # train() imports load_yolo when called: this one arms the kill
+        model = real_load(*args, **kwargs)
+        model.add_callback("on_fit_epoch_end", kill_after_first_epoch)
+        return model
+
+    monkeypatch.setattr(weights, "load_yolo", load_and_arm)
+    return Killed
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "ds", [[(30, 30, 12), (80, 50, 15)], [(60, 40, 20)], [], [(20, 70, 8), (100, 30, 10)]])

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pomona.cli import main
-from tests.conftest import make_dataset
+from tests.conftest import kill_training_after_its_first_epoch, make_dataset
 
 
 @pytest.mark.slow
@@ -57,28 +57,6 @@ def test_sim2real_recipe_averages_its_last_epochs(tmp_path):
     assert not (tmp_path / "bare" / "predictions.jpg").exists()
 
 
-def _kill_training_after_its_first_epoch(monkeypatch) -> type:
-    """Arm every model train() loads to raise (a killed job) when its first epoch ends; returns the exception."""
-    from pomona.pipeline import weights
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first_epoch(trainer):
-        if trainer.epoch == 0:
-            raise Killed
-
-    real_load = weights.load_yolo
-
-    def load_and_arm(*args, **kwargs):  # train() imports load_yolo when called: this one arms the kill
-        model = real_load(*args, **kwargs)
-        model.add_callback("on_fit_epoch_end", kill_after_first_epoch)
-        return model
-
-    monkeypatch.setattr(weights, "load_yolo", load_and_arm)
-    return Killed
-
-
 @pytest.mark.slow
 def test_an_interrupted_recipe_run_resumes_without_rendering_again(tmp_path, monkeypatch, capsys):
     """A recipe run killed after its first epoch continues with `--resume`: the renders stay as they were, training
@@ -90,7 +68,7 @@ def test_an_interrupted_recipe_run_resumes_without_rendering_again(tmp_path, mon
     real = make_dataset(tmp_path / "real", [[(30, 30, 12)], []])
     (real / "data.yaml").write_text("train: images\nval: images\nnames: {0: apple}\n")
     out = tmp_path / "s2r"
-    killed = _kill_training_after_its_first_epoch(monkeypatch)
+    killed = kill_training_after_its_first_epoch(monkeypatch)
     args = dict(real=real / "data.yaml", overrides={"export": {"skip": True}}, n=8, epochs=3, imgsz=64)
     with pytest.raises(killed):
         run_recipe("sim2real", out, **args)

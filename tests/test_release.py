@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_dataset
+from tests.conftest import kill_training_after_its_first_epoch, make_dataset
 
 NAME = "pomona-apple-n"
 
@@ -207,24 +207,8 @@ def test_an_interrupted_chunk_resumes_its_training(tmp_path, monkeypatch):
     (data / "data.yaml").write_text("train: images\nval: images\nnames: {0: apple}\n")
     run = tmp_path / "chunk"
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_first_epoch(trainer):
-        if trainer.epoch == 0:
-            raise Killed
-
-    from pomona.pipeline import weights
-
-    real_load = weights.load_yolo
-
-    def load_and_arm(*args, **kwargs):  # train() imports load_yolo when called: this one arms the kill
-        model = real_load(*args, **kwargs)
-        model.add_callback("on_fit_epoch_end", kill_after_first_epoch)
-        return model
-
-    monkeypatch.setattr(weights, "load_yolo", load_and_arm)
-    with pytest.raises(Killed):
+    killed = kill_training_after_its_first_epoch(monkeypatch)
+    with pytest.raises(killed):
         train_mod.train(data / "data.yaml", model="yolo11n-seg.yaml", epochs=3, imgsz=64, batch=2, out=run, workers=0,
                         device="cpu", save_period=1, mosaic=0.0, ema_decay=0.9, ema_tau=2)
     monkeypatch.undo()
