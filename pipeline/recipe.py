@@ -21,6 +21,7 @@ from pomona.errors import PomonaError
 
 
 REAL_DEV = "shared/data/fuji-apple-dev/data.yaml"
+STAGE_TIMES = "stages.json"  # a run folder's stage times so far (see _Run.ledger)
 
 
 def _recipes_dir() -> Path:
@@ -68,10 +69,11 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     sections = _merge_sections(recipe, overrides, shorthand)
     real = _real_data(real)
 
-    run = _Run(recipe["_name"])
+    run = _Run(recipe["_name"], out / STAGE_TIMES)
     if resume:
         sp = _resumed_data(run, out, sections["split"])
         best = _train_stage(run, sp.data_yaml, out, {**sections["train"], "resume": True})
+        run.timings["train"] += run.results["trained_before_s"]  # the epochs before the interruption count too
     else:
         data = _clean_run_folder(out)
         _generate_stage(run, data, sections["generate"])
@@ -122,10 +124,11 @@ def _real_data(real: Path | None) -> Path | None:
 class _Run:
     """One recipe run's console, wall time per stage and results (results.json), in the order they happen."""
 
-    def __init__(self, recipe_name: str):
+    def __init__(self, recipe_name: str, ledger: Path):
         self.console = Console(stderr=True)
         self.timings: dict[str, float] = {}
         self.results: dict = {"recipe": recipe_name, "pomona_version": __version__}
+        self.ledger = ledger  # the stage times so far, kept on disk: a resumed run counts what came before
 
     @contextmanager
     def stage(self, key: str, label: str):
@@ -134,12 +137,14 @@ class _Run:
         t = time.perf_counter()
         yield
         self.timings[key] = time.perf_counter() - t
+        atomic.write_json(self.ledger, {k: round(v, 1) for k, v in self.timings.items()})
 
 
 def _clean_run_folder(out: Path) -> Path:
     data = out / "data"
     if data.exists():
         shutil.rmtree(data)  # a recipe run owns its folder: start from a clean dataset
+    (out / STAGE_TIMES).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     return data
 
@@ -161,7 +166,22 @@ def _resumed_data(run: _Run, out: Path, split_section: dict):
     run.results["generate"] = {"images": len(rows), "apples": sum(int(r.get("apples", 0)) for r in rows),
                                "images_per_s": None}
     run.results["resumed"] = True
+    _restore_stage_times(run, out)
     return _split_stage(run, out / "data", split_section)
+
+
+def _restore_stage_times(run: _Run, out: Path) -> None:
+    """The stages the interrupted run finished before training keep their recorded times (when it recorded them);
+    training's time before the interruption is read from Ultralytics' results.csv, epoch by epoch."""
+    from pomona.pipeline.train import seconds_trained
+
+    try:
+        before = json.loads((out / STAGE_TIMES).read_text())
+    except (OSError, ValueError):
+        before = {}
+    run.timings.update({k: float(before[k]) for k in ("generate", "annotate") if k in before})
+    run.results["stage_times_before"] = sorted(run.timings)
+    run.results["trained_before_s"] = round(seconds_trained(out), 1)
 
 
 def _generate_stage(run: _Run, data: Path, g: dict) -> None:
@@ -242,6 +262,16 @@ def _finish(run: _Run, out: Path, real: Path | None) -> Path:
     return report
 
 
+def _resumed_note(results: dict) -> str:
+    """What the stage times of a resumed run cover."""
+    before = results.get("stage_times_before", [])
+    note = (f"Resumed after an interruption: train includes {results.get('trained_before_s', 0) / 60:.1f} min of "
+            "epochs trained before it (Ultralytics' results.csv; an unfinished epoch is not counted); ")
+    if before:
+        return note + f"{' and '.join(before)} as recorded before the interruption."
+    return note + "generate and annotate were not recorded by the interrupted run, so the total leaves them out."
+
+
 def _export(best: Path, imgsz: int, section: dict) -> dict:
     from pomona.export.exporter import export_model
 
@@ -279,7 +309,7 @@ def write_report(out: Path, results: dict, real: Path | None) -> Path:
     gen = results["generate"]
     speed = "rendered before the run was resumed" if gen["images_per_s"] is None else f"{gen['images_per_s']:.1f} images/s"
     if results.get("resumed"):
-        lines += ["", "Resumed after an interruption: the stage times are those of the resumed part only."]
+        lines += ["", _resumed_note(results)]
     lines += ["", f"Rendering: {gen['images']} images, {gen['apples']} apples, {speed}.",
               f"Split: {json.dumps(results['split'])}.", "", "## Export", "",
               "```json", json.dumps(results.get("export", "skipped"), indent=2, default=str), "```", "", "## Pictures", ""]

@@ -153,11 +153,13 @@ def run_chunk(k: int, seed: int, start: Path, cfg: dict, out: Path, device: str 
     from pomona.pipeline.devices import normalize_device
     from pomona.pipeline.evaluate import evaluate_model
     from pomona.pipeline.procedural import RENDERER_VERSION
+    from pomona.pipeline.train import seconds_trained
 
     chunk_cfg, train_cfg = cfg["chunk"], dict(cfg["train"])
     imgsz = int(train_cfg.pop("imgsz", 416))
     folder = out / f"chunk-{k}"
     t0 = time.perf_counter()
+    trained_before = seconds_trained(folder)  # an interrupted chunk's epochs count in its hours (its render does not)
     console.rule(f"[bold]chunk {k}: {chunk_cfg['n']} new images from seed {seed}, {chunk_cfg['epochs']} epochs")
     data_yaml = render_chunk(folder, seed, chunk_cfg)
     weights = train_chunk(folder, data_yaml, start, chunk_cfg, dict(train_cfg, imgsz=imgsz),
@@ -171,7 +173,7 @@ def run_chunk(k: int, seed: int, start: Path, cfg: dict, out: Path, device: str 
     return {"chunk": k, "from": Path(start).name, "recipe": "release", "seeds": [seed, seed + int(chunk_cfg["n"])],
             "images": int(chunk_cfg["n"]), "train_images": train_images, "epochs": int(chunk_cfg["epochs"]),
             "imgsz": imgsz, "images_seen": train_images * int(chunk_cfg["epochs"]),
-            "device": "cpu" if dev == "cpu" else dev, "hours": round((time.perf_counter() - t0) / 3600, 4),
+            "device": "cpu" if dev == "cpu" else dev, "hours": round((time.perf_counter() - t0 + trained_before) / 3600, 4),
             "renderer_version": RENDERER_VERSION, "weights": str(weights),
             "synthetic_mask_map50": round(synthetic["mask"]["map50"], 4),
             "real_mask_map50": round(real_result["mask"]["map50"], 4) if real_result else None,

@@ -113,6 +113,21 @@ def train(data_yaml: Path, model: str = "yolo11n-seg.yaml", epochs: int = 30, im
     return _best(out)
 
 
+def seconds_trained(out: Path) -> float:
+    """Wall seconds of the epochs recorded in ``out/results.csv``, over every training session. Ultralytics'
+    ``time`` column counts from the start of each session (a resumed run starts it again), so the last value
+    of each session is added. 0 without a record; the unfinished epoch of an interrupted session is not in it."""
+    import csv
+
+    try:
+        with open(Path(out) / "results.csv", newline="") as f:
+            times = [float(row["time"]) for row in csv.DictReader(f, skipinitialspace=True) if row.get("time")]
+    except (OSError, KeyError, ValueError):
+        return 0.0
+    ends = [t for t, after in zip(times, times[1:] + [0.0]) if after < t]  # each session's last epoch
+    return float(sum(ends))
+
+
 def _best(out: Path) -> Path:
     best = out / "weights" / "best.pt"
     if not best.is_file():

@@ -85,6 +85,9 @@ def test_an_interrupted_recipe_run_resumes_without_rendering_again(tmp_path, mon
     assert results["train_from"] == "yolo11n-seg.yaml" and "real_dev" in results
     text = report.read_text()
     assert "Resumed after an interruption" in text and "rendered before the run was resumed" in text
+    # the stage times count the part before the interruption: its render and first epoch
+    assert results["stage_times_before"] == ["annotate", "generate"] and results["trained_before_s"] > 0
+    assert results["seconds"]["generate"] > 0 and results["seconds"]["train"] > results["trained_before_s"]
     # a finished run, or a folder without one, has nothing to resume: one line, exit 2
     capsys.readouterr()
     for argv, words in ((["sim2real", "--out", str(out)], "finished run"),

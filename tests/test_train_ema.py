@@ -1,4 +1,5 @@
-"""The recipe's short-run EMA: Ultralytics' default is sized for COCO-length runs and barely averages a short one."""
+"""Training helpers: the recipe's short-run EMA (Ultralytics' default is sized for COCO-length runs and barely
+averages a short one) and the time a run has trained, across resumed sessions."""
 
 import math
 from types import SimpleNamespace
@@ -37,3 +38,13 @@ def test_short_run_ema_keeps_a_resumed_runs_averaged_weights():
     short_run_ema(0.98, 20)(trainer)
     assert trainer.ema.updates == 300
     assert all(torch.all(p == 0.5) for p in trainer.ema.ema.parameters())
+
+
+def test_seconds_trained_adds_every_training_sessions_time(tmp_path):
+    """Ultralytics' time column starts again with each resumed session: the sessions' last values add up."""
+    from pomona.pipeline.train import seconds_trained
+
+    assert seconds_trained(tmp_path) == 0.0  # no record
+    rows = [(1, 100.0), (2, 210.0), (3, 50.0), (4, 120.0), (5, 30.0)]  # sessions of epochs 1-2, 3-4 and 5
+    (tmp_path / "results.csv").write_text("epoch, time, train/box_loss\n" + "".join(f"{e}, {t}, 1.0\n" for e, t in rows))
+    assert seconds_trained(tmp_path) == 210.0 + 120.0 + 30.0
