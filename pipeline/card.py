@@ -204,12 +204,13 @@ def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
     seed, n = int(recipe["generate"].get("seed", 0)), int(results["generate"]["images"])
     train_images = int(results["split"]["train"])
     epochs = _epochs_run(run, int(args["epochs"]))
-    chunk = {"chunk": 0, "from": f"{Path(str(args['model'])).name} (from scratch)", "recipe": results["recipe"],
+    start = Path(str(results.get("train_from") or args["model"]))  # args.yaml of a resumed run names its last.pt
+    chunk = {"chunk": 0, "from": f"{start.name} (from scratch)", "recipe": results["recipe"],
              "seeds": [seed, seed + n], "images": n, "train_images": train_images, "epochs": epochs,
              "imgsz": int(args["imgsz"]), "images_seen": train_images * epochs,
              "device": "cpu" if str(args.get("device", "cpu")) == "cpu" else str(args["device"]),
              "hours": round(results["seconds"]["total"] / 3600, 4), "renderer_version": RENDERER_VERSION,
-             "arch": Path(str(args["model"])).stem,
+             "arch": start.stem,
              "synthetic_mask_map50": round(results["synthetic_val"]["mask"]["map50"], 4),
              "real_mask_map50": round(results["real_dev"]["mask"]["map50"], 4) if results.get("real_dev") else None}
     scores = {"synthetic_val": scores_of(results["synthetic_val"]), "real_dev": scores_of(results.get("real_dev"))}

@@ -262,7 +262,7 @@ def _finish(run: _Run, out: Path, real: Path | None) -> Path:
     return report
 
 
-def _resumed_note(results: dict) -> str:
+def resumed_note(results: dict) -> str:
     """What the stage times of a resumed run cover."""
     before = results.get("stage_times_before", [])
     note = (f"Resumed after an interruption: train includes {results.get('trained_before_s', 0) / 60:.1f} min of "
@@ -309,7 +309,7 @@ def write_report(out: Path, results: dict, real: Path | None) -> Path:
     gen = results["generate"]
     speed = "rendered before the run was resumed" if gen["images_per_s"] is None else f"{gen['images_per_s']:.1f} images/s"
     if results.get("resumed"):
-        lines += ["", _resumed_note(results)]
+        lines += ["", resumed_note(results)]
     lines += ["", f"Rendering: {gen['images']} images, {gen['apples']} apples, {speed}.",
               f"Split: {json.dumps(results['split'])}.", "", "## Export", "",
               "```json", json.dumps(results.get("export", "skipped"), indent=2, default=str), "```", "", "## Pictures", ""]

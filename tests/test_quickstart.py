@@ -88,6 +88,9 @@ def test_an_interrupted_recipe_run_resumes_without_rendering_again(tmp_path, mon
     # the stage times count the part before the interruption: its render and first epoch
     assert results["stage_times_before"] == ["annotate", "generate"] and results["trained_before_s"] > 0
     assert results["seconds"]["generate"] > 0 and results["seconds"]["train"] > results["trained_before_s"]
+    from pomona.pipeline.card import chunk_from_recipe_run  # its card names the start, not the resumed last.pt
+
+    assert chunk_from_recipe_run(out)[0]["from"] == "yolo11n-seg.yaml (from scratch)"
     # a finished run, or a folder without one, has nothing to resume: one line, exit 2
     capsys.readouterr()
     for argv, words in ((["sim2real", "--out", str(out)], "finished run"),

@@ -157,9 +157,9 @@ def test_a_from_scratch_run_is_gated_as_the_next_version(models_env, tmp_path, m
     run = tmp_path / "s2r"
     shutil.copytree(models_env["root"] / "s2r", run)
     recipe = tmp_path / "gate.yaml"
-    recipe.write_text(f"model: {NAME}\nnoise: 0.5\n")
+    recipe.write_text(f"model: {NAME}\nnoise: 0.0\nnoise_from_scratch: 0.5\n")  # a whole run's own noise
     kept = rel.promote(run, ship=True, recipe=recipe, real=models_env["real"], latency_frames=3)
-    assert not kept["beats"] and not kept["shipped"] and kept["version"] == 2
+    assert not kept["beats"] and not kept["shipped"] and kept["version"] == 2 and "noise 0.5" in kept["reason"]
     assert (run / "eval-base-real-dev").is_dir()  # the base, scored in this call
     assert json.loads((models / NAME / "card.json").read_text())["version"] == 1
 

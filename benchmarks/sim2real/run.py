@@ -202,7 +202,7 @@ def _parse_args() -> argparse.Namespace:
 
 def _recipe_section(run: Path, real: Path | None, eval_imgsz: int, summary: dict) -> list[str]:
     """The recipe run's accuracy table, its misses on the real photos and its wall time (into ``summary`` too)."""
-    from pomona.pipeline.recipe import load_recipe
+    from pomona.pipeline.recipe import load_recipe, resumed_note
 
     results_file = run / "results.json"
     if not results_file.exists():
@@ -220,9 +220,12 @@ def _recipe_section(run: Path, real: Path | None, eval_imgsz: int, summary: dict
     grid = run / "eval-real-dev" / "predictions.jpg"
     if grid.exists():
         shutil.copyfile(grid, HERE / "predictions_real.jpg")
-    secs = results["seconds"]
+    secs, speed = results["seconds"], results["generate"]["images_per_s"]
+    rendering = ("rendered before the run was resumed (its speed was not recorded)" if speed is None
+                 else f"{speed:.1f} images/s at 640x640 with all cores")
+    resumed = " " + resumed_note(results) if results.get("resumed") else ""
     return lines + ["", f"Wall time: {secs['total'] / 60:.1f} min (train {secs['train'] / 60:.1f} min). "
-                    f"Rendering: {results['generate']['images_per_s']:.1f} images/s at 640x640 with all cores.", ""]
+                    f"Rendering: {rendering}.{resumed}", ""]
 
 
 def _keep_earlier(summary: dict, asked: dict[str, bool]) -> None:
