@@ -73,7 +73,6 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     if resume:
         sp = _resumed_data(run, out, sections["split"])
         best = _train_stage(run, sp.data_yaml, out, {**sections["train"], "resume": True})
-        run.timings["train"] += run.results["trained_before_s"]  # the epochs before the interruption count too
     else:
         data = _clean_run_folder(out)
         _generate_stage(run, data, sections["generate"])
@@ -132,12 +131,17 @@ class _Run:
 
     @contextmanager
     def stage(self, key: str, label: str):
-        """Announce a stage and time it into ``timings[key]`` (not recorded if the stage raises)."""
+        """Announce a stage and add its time to ``timings[key]`` (not recorded if the stage raises); a resumed
+        run's stage starts from what it had spent before the interruption."""
         self.console.rule(f"[bold]{label}")
         t = time.perf_counter()
         yield
-        self.timings[key] = time.perf_counter() - t
-        atomic.write_json(self.ledger, {k: round(v, 1) for k, v in self.timings.items()})
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t
+        atomic.write_json(self.ledger, self.seconds())
+
+    def seconds(self) -> dict[str, float]:
+        """Each stage's time so far, to a tenth of a second."""
+        return {k: round(v, 1) for k, v in self.timings.items()}
 
 
 def _clean_run_folder(out: Path) -> Path:
@@ -167,7 +171,9 @@ def _resumed_data(run: _Run, out: Path, split_section: dict):
                                "images_per_s": None}
     run.results["resumed"] = True
     _restore_stage_times(run, out)
-    return _split_stage(run, out / "data", split_section)
+    sp = _split_stage(run, out / "data", split_section)
+    run.timings["train"] = run.results["trained_before_s"]  # the train stage adds the resumed epochs to it
+    return sp
 
 
 def _restore_stage_times(run: _Run, out: Path) -> None:
@@ -254,7 +260,7 @@ def _export_stage(run: _Run, best: Path, imgsz: int, ex: dict) -> None:
 def _finish(run: _Run, out: Path, real: Path | None) -> Path:
     """Stage times into the results; write results.json and report.md."""
     results = run.results
-    results["seconds"] = {k: round(v, 1) for k, v in run.timings.items()}
+    results["seconds"] = run.seconds()
     results["seconds"]["total"] = round(sum(run.timings.values()), 1)
     atomic.write_json(out / "results.json", results)
     report = write_report(out, results, real)

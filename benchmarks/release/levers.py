@@ -23,8 +23,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 REAL = ROOT.parent / "shared" / "data" / "fuji-apple-dev" / "data.yaml"
-# v2 as it shipped (v3 replaced it in the package): git show 8353244:pomona/models/pomona-apple-n/pomona-apple-n.pt
-V2 = ROOT / "runs" / "v2" / "pomona-apple-n.pt"
+V2 = ROOT / "runs" / "v2" / "pomona-apple-n.pt"  # v2 as it shipped (v3 replaced it in the package), restored by:
+RESTORE_V2 = "git show 8353244:pomona/models/pomona-apple-n/pomona-apple-n.pt > runs/v2/pomona-apple-n.pt"
 CHUNK_R12 = ROOT / "runs" / "release" / "pomona-apple-n-v2" / "chunk-1" / "weights" / "best.pt"
 CHUNK_R13 = ROOT / "runs" / "release" / "pomona-apple-n-v2-r13" / "chunk-1" / "weights" / "best.pt"
 # held-out renders: renderer 13, seeds 4000-4799, which v2 never saw (its card: seeds 1000-2599, 3000-3799)
@@ -73,7 +73,7 @@ def main() -> None:
     for needed in (V2, CHUNK_R12, CHUNK_R13, HELD_OUT):
         if not needed.is_file():
             raise SystemExit(f"error: {needed.relative_to(ROOT)} not found: this study needs v2 and its release chunks "
-                             "(v2: `git show 8353244:pomona/models/pomona-apple-n/pomona-apple-n.pt > runs/v2/pomona-apple-n.pt`)")
+                             f"(v2: `{RESTORE_V2}`)")
     runs.mkdir(parents=True, exist_ok=True)
     base = scored(runs, "v2-real-416", V2, REAL, 416)
     results = [("v2 as shipped (416 px)", base, scored(runs, "v2-held-out-416", V2, HELD_OUT, 416))]
