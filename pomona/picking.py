@@ -178,9 +178,8 @@ def gather_points(instances, depth: np.ndarray, max_points: int = MAX_POINTS,
                    np.zeros((n, max_outline)), np.zeros((n, max_outline)), np.zeros((n, max_outline), bool),
                    np.zeros((n, max_outline, len(OUTSIDE_PX))), np.zeros(n, np.int64))
     for mosaic in mosaics(instances):  # all apples' masks in one image: one OpenCV call each, not one per apple
-        areas = mosaic.areas()
-        out.areas[mosaic.index] = areas
-        _surface_points(out, mosaic, areas, depth, max_points)
+        out.areas[mosaic.index] = mosaic.area
+        _surface_points(out, mosaic, mosaic.area, depth, max_points)
         _outline_points(out, mosaic, max_outline)
     _outline_depth(out, depth)
     return out
