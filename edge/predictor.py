@@ -111,22 +111,13 @@ class Predictor:
             return self._predict_ultralytics(self._as_bgr(image_bgr))
         return self.finish(self.infer(self.prepare(image_bgr)))
 
-    def prepare(self, image_bgr: np.ndarray, source_hw: tuple[int, int] | None = None) -> Staged:
-        """Letterbox + blob: the CPU work before the model, which a capture thread can do. ``source_hw``: the
-        frame's (height, width) when ``image_bgr`` is a smaller decode of it (:meth:`input_reduction`); boxes
-        and masks then come out in the frame's pixels."""
+    def prepare(self, image_bgr: np.ndarray) -> Staged:
+        """Letterbox + blob: the CPU work before the model, which a capture thread can do."""
         t0 = time.perf_counter()
         image = self._as_bgr(image_bgr)
-        padded, lb = P.letterbox(image, self.input_hw, auto=self._backend.dynamic, stride=self.info.stride,
-                                 source_hw=source_hw)
+        padded, lb = P.letterbox(image, self.input_hw, auto=self._backend.dynamic, stride=self.info.stride)
         blob = P.to_blob(padded)
         return Staged(lb, blob, {"pre": (time.perf_counter() - t0) * 1e3})
-
-    def input_reduction(self, height: int, width: int) -> int:
-        """The largest k of 1, 2, 4, 8 for which a (height, width) frame decoded at 1/k (rounded up) still has
-        every pixel the model's input takes from it: the letterbox shrinks the frame to fit anyway."""
-        lb = P.letterbox_geometry((height, width), self.input_hw)
-        return next((k for k in (8, 4, 2) if -(-height // k) >= lb.new_h and -(-width // k) >= lb.new_w), 1)
 
     def infer(self, staged: Staged) -> Staged:
         """The model itself (the accelerator's, or ONNX Runtime's threads'); fills in the raw outputs."""

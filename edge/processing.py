@@ -57,11 +57,8 @@ def letterbox_geometry(src_hw: tuple[int, int], target_hw: tuple[int, int], auto
     return Letterbox(h, w, new_h + top + bottom, new_w + left + right, new_h, new_w, top, left)
 
 
-def letterbox(image: np.ndarray, target_hw: tuple[int, int], auto: bool = False, stride: int = 32,
-              source_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, Letterbox]:
-    """``image`` resized and padded into the network input. ``source_hw``: the frame's size when ``image`` is
-    a smaller decode of it; the geometry (so every box and mask later) is then the frame's."""
-    lb = letterbox_geometry(source_hw or image.shape[:2], target_hw, auto, stride)
+def letterbox(image: np.ndarray, target_hw: tuple[int, int], auto: bool = False, stride: int = 32) -> tuple[np.ndarray, Letterbox]:
+    lb = letterbox_geometry(image.shape[:2], target_hw, auto, stride)
     if (lb.new_h, lb.new_w) != image.shape[:2]:
         image = cv2.resize(image, (lb.new_w, lb.new_h), interpolation=cv2.INTER_LINEAR)
     bottom, right = lb.in_h - lb.new_h - lb.top, lb.in_w - lb.new_w - lb.left

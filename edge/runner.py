@@ -208,8 +208,7 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
     if save_video and out is None:
         out = Path("runs/edge")
     prepare = _prepare_step(predictor)
-    reduction = _decode_reduction(predictor, drawn=out is not None, depth=depth_in is not None)
-    src = FrameSource(source, **{"prepare": prepare, "reduction": reduction, **(source_kwargs or {})})
+    src = FrameSource(source, **{"prepare": prepare, **(source_kwargs or {})})
     writer = _JsonlWriter(Path(jsonl)) if jsonl else None
     drawn = _AnnotatedOutput(Path(out), save_video, source, src.fps, tracker is not None) if out is not None else None
     finish = _FrameFinisher(predictor, src, tracker, depth_in, writer, drawn, polygons, quiet)
@@ -253,21 +252,7 @@ def _prepare_step(predictor: Predictor):
     fit = _Fit()
     # the frame's letterbox happens where the frame is read (the capture thread), the model in this thread, and
     # the rest (post-processing, tracking, outputs) in the sink's thread: three frames in flight (edge/sink.py)
-    if not predictor.staged:
-        return lambda image, source_hw=None: fit(image, None)
-    return lambda image, source_hw=None: fit(image, predictor.prepare, source_hw)
-
-
-def _decode_reduction(predictor: Predictor, drawn: bool, depth: bool):
-    """JPEG files decoded only as large as the model takes them (sources.read_image_reduced), or None.
-
-    Off where the full picture is used after the model: drawn outputs (--out, --save-video) and --depth (read at
-    the colour frame's size); off for Ultralytics' predictor (whole frames). POMONA_JPEG_REDUCE=0 turns it off.
-    Measured on 640x640 frames and a 320-px model (benchmarks/latency/results.md): ... ms/frame.
-    """
-    if drawn or depth or not predictor.staged or os.environ.get("POMONA_JPEG_REDUCE", "").strip() in ("0", "false", "no"):
-        return None
-    return predictor.input_reduction
+    return (lambda image: fit(image, predictor.prepare)) if predictor.staged else (lambda image: fit(image, None))
 
 
 class _FrameFinisher:
@@ -285,9 +270,9 @@ class _FrameFinisher:
     def __call__(self, item) -> None:
         frame, image, scale, result = item
         result = Inference.result_of(result)
+        self._note_size(image, frame.index)
         predictor, tracker, depth_in = self.predictor, self.tracker, self.depth_in
         inst = predictor.finish(result) if predictor.staged else result
-        self._note_size(tuple(inst.image_size), frame.index)  # the frame's, also where it was decoded smaller
         if tracker is not None:
             inst = tracker.update(inst)
         if depth_in is not None:
@@ -301,13 +286,13 @@ class _FrameFinisher:
         if not self.quiet and self.fps.tick(self.n):
             _progress(self.n, self.fps.fps, len(inst), tracker, self.src)
 
-    def _note_size(self, hw: tuple[int, int], index: int) -> None:
+    def _note_size(self, image: np.ndarray, index: int) -> None:
         size = self.size
-        if size is not None and hw != size:  # a camera that switched mode mid-stream: said, counted
+        if size is not None and image.shape[:2] != size:  # a camera that switched mode mid-stream: said, counted
             self.size_changes += 1
-            print(f"\rpomona: frame size changed from {size[1]}x{size[0]} to {hw[1]}x{hw[0]} "
+            print(f"\rpomona: frame size changed from {size[1]}x{size[0]} to {image.shape[1]}x{image.shape[0]} "
                   f"at frame {index}".ljust(60), file=sys.stderr)
-        self.size = hw
+        self.size = image.shape[:2]
 
     def _write_record(self, frame, inst: Instances, scale: float) -> None:
         extra = {"scale": scale} if scale != 1.0 else {}
@@ -391,26 +376,18 @@ class _Fit:
     def __init__(self):
         self.warned = False
 
-    def __call__(self, image: np.ndarray, prepare, source_hw: tuple[int, int] | None = None
-                 ) -> tuple[np.ndarray, float, object]:
-        """(frame as the model sees it, its scale, ``prepare(frame)`` or None). ``source_hw``: ``image`` is a
-        smaller decode of a frame of that size, and the outputs are in that frame's pixels (scaled as any)."""
-        size = source_hw or image.shape[:2]
+    def __call__(self, image: np.ndarray, prepare) -> tuple[np.ndarray, float, object]:
+        """(frame as the model sees it, its scale, ``prepare(frame)`` or None)."""
         scale = 1.0
-        if max(size) > MAX_SIDE:
-            scale = MAX_SIDE / max(size)
-            fitted = (round(size[0] * scale), round(size[1] * scale))
+        if max(image.shape[:2]) > MAX_SIDE:
+            scale = MAX_SIDE / max(image.shape[:2])
+            small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             if not self.warned:
                 self.warned = True
-                print(f"pomona: frames of {size[1]}x{size[0]} are scaled to {fitted[1]}x{fitted[0]} "
-                      f"(coordinates in JSONL are in the scaled frame)", file=sys.stderr)
-            if source_hw is None:
-                image = cv2.resize(image, (fitted[1], fitted[0]), interpolation=cv2.INTER_AREA)
-            else:
-                source_hw = fitted
-        if prepare is None:
-            return image, scale, None
-        return image, scale, prepare(image) if source_hw is None else prepare(image, source_hw)
+                print(f"pomona: frames of {image.shape[1]}x{image.shape[0]} are scaled to {small.shape[1]}x"
+                      f"{small.shape[0]} (coordinates in JSONL are in the scaled frame)", file=sys.stderr)
+            image = small
+        return image, scale, prepare(image) if prepare is not None else None
 
 
 def _name_skips(src: FrameSource, named: int, quiet: bool, final: bool = False) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import queue
 import re
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ class Frame:
     name: str  # file name for images, "frame_000123" otherwise
     capture_ms: float  # time spent reading/decoding this frame
     prepared: object = None  # what the source's ``prepare`` made of the image (the model's input), if it has one
-    source_hw: tuple[int, int] | None = None  # the file's full (height, width) when ``image`` was decoded smaller
 
 
 def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30) -> str:
@@ -48,76 +46,16 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
 
 def read_image(path: Path) -> tuple[np.ndarray | None, str]:
     """``(BGR image, "")``, or ``(None, why)`` for a file that is not a whole, decodable image."""
-    image, why, _ = read_image_reduced(path, None)
-    return image, why
-
-
-_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-def read_image_reduced(path: Path, reduction: Callable[[int, int], int] | None
-                       ) -> tuple[np.ndarray | None, str, tuple[int, int] | None]:
-    """``read_image``, a JPEG decoded at 1/k of its size where ``reduction(height, width)`` says k = 2, 4 or 8.
-
-    libjpeg scales in the DCT: it decodes fewer pixels, rather than all of them and a resize after (a 640x640
-    frame for a 320-px model: 2.2 -> 1.4 ms here; a 12 MP photo: 8x fewer pixels). Returns (image, "", the
-    file's full (height, width)) when reduced, (image, "", None) when not, (None, why, None) when unreadable.
-    """
     try:
         data = path.read_bytes()
     except OSError as e:  # vanished, unreadable, a directory named like an image
-        return None, e.strerror or str(e), None
+        return None, e.strerror or str(e)
     if not data:
-        return None, "empty file", None
+        return None, "empty file"
     if _truncated(data):
-        return None, "truncated", None
-    buf = np.frombuffer(data, np.uint8)
-    size = jpeg_size(data) if reduction is not None else None
-    k = reduction(*size) if size is not None else 1
-    if k in _REDUCED:
-        image = cv2.imdecode(buf, _REDUCED[k])
-        full = None if image is None else _full_size(image.shape[:2], size, k)
-        if full is not None:
-            return image, "", full
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # not a JPEG, not reducible, or its header disagreed
-    return (image, "", None) if image is not None else (None, "not a decodable image", None)
-
-
-_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (C4, C8, CC are other segments)
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's frame header, without decoding it; None when there is none before the scan.
-    (The edge install has no Pillow, and OpenCV reads a header only by decoding the image.)"""
-    if data[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 9 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            i += 1
-        elif marker in _SOF:  # FF Cn, length, precision, height, width
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
-            return (h, w) if h and w else None
-        elif marker in (0xD9, 0xDA):  # end of image, or the scan, before any frame header
-            return None
-        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            i += 2
-        else:
-            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-    return None
-
-
-def _full_size(got: tuple[int, int], size: tuple[int, int], k: int) -> tuple[int, int] | None:
-    """The full (h, w) of a 1/k decode ``got`` of a ``size`` JPEG, turned as ``got`` is (EXIF orientation turns
-    the image after decoding); None when ``got`` is neither (then the file is decoded whole)."""
-    h, w = size
-    cut = (-(-h // k), -(-w // k))  # libjpeg rounds a scaled size up
-    if tuple(got) == cut:
-        return h, w
-    if tuple(got) == cut[::-1]:
-        return w, h
-    return None
+        return None, "truncated"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return (image, "") if image is not None else (None, "not a decodable image")
 
 
 def _truncated(data: bytes) -> bool:
@@ -202,16 +140,12 @@ class FrameSource:
 
     def __init__(self, spec: str, opener: Callable[[], object] | None = None, live: bool | None = None,
                  retries: int = 5, retry_delay: float = 0.5, frame_timeout: float = 10.0, queue_size: int = 8,
-                 prepare: Callable[[np.ndarray], object] | None = None,
-                 reduction: Callable[[int, int], int] | None = None):
+                 prepare: Callable[[np.ndarray], object] | None = None):
         self.spec = str(spec)
         # prepare(image) -> Frame.prepared: files and folders run it in the capture thread, beside the model (the
         # frame after the one being inferred gets letterboxed meanwhile); live sources run it when a frame is
         # taken, so the frames dropped as stale cost nothing
         self._prepare = prepare
-        # reduction(h, w) -> k: JPEG files decode at 1/k (read_image_reduced); ``prepare(image, source_hw)`` then
-        # gets the file's full size too, so that the model's outputs come back in the file's pixels
-        self._reduction = reduction
         self.kind = "custom" if opener is not None else classify(self.spec)
         self.live = is_live(self.spec, live, opener)
         self.retries, self.retry_delay, self.frame_timeout = retries, retry_delay, frame_timeout
@@ -279,12 +213,12 @@ class FrameSource:
         delivered = 0
         for i, path in enumerate(self._images):  # i stays the position in the folder: skips leave gaps
             t0 = time.perf_counter()
-            image, why, full = read_image_reduced(path, self._reduction)
+            image, why = read_image(path)
             ms = (time.perf_counter() - t0) * 1e3
             if image is None:  # one bad file (a camera cut off mid-write) must not end a field run
                 self._skip(path, why)
                 continue
-            if not self._put(self._prepared(Frame(i, float(i), image, path.name, ms, source_hw=full))):
+            if not self._put(self._prepared(Frame(i, float(i), image, path.name, ms))):
                 return
             delivered += 1
         if not delivered:
@@ -292,8 +226,7 @@ class FrameSource:
 
     def _prepared(self, frame: Frame) -> Frame:
         if self._prepare is not None:
-            frame.prepared = (self._prepare(frame.image) if frame.source_hw is None
-                              else self._prepare(frame.image, frame.source_hw))
+            frame.prepared = self._prepare(frame.image)
         return frame
 
     def _skip(self, path: Path, why: str) -> None:
