@@ -38,9 +38,14 @@ def join_polygons(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:  # the common case (one whole apple): no bridges, no per-point work
         return base.astype(np.float32)
     excursions: dict[int, list[np.ndarray]] = {}
+    base32 = np.ascontiguousarray(base, np.float32)
     for part in parts[1:]:
-        d = ((base[:, None, :] - part[None, :, :]) ** 2).sum(-1)
-        i, k = np.unravel_index(int(d.argmin()), d.shape)
+        # the closest pair of points, base to part: OpenCV's nearest neighbour of each part point (8x faster than
+        # numpy's full distance matrix, which cost 0.4 ms a frame at low thresholds, where fragments are common)
+        dist, nearest = cv2.batchDistance(np.ascontiguousarray(part, np.float32), base32, cv2.CV_32F,
+                                          normType=cv2.NORM_L2SQR, K=1)
+        k = int(dist.argmin())
+        i = int(nearest[k, 0])
         loop = np.concatenate([np.roll(part, -k, axis=0), part[k : k + 1], base[i : i + 1]])
         excursions.setdefault(int(i), []).append(loop)
     out, start = [], 0

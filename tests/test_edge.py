@@ -46,18 +46,23 @@ def test_letterbox_matches_ultralytics(shape, auto):
     assert ours.shape == theirs.shape and np.array_equal(ours, theirs)
 
 
-def test_nms_matches_torchvision():
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+def test_nms_matches_torchvision(threshold):
     torchvision = pytest.importorskip("torchvision")
     import torch
 
     from pomona.edge.processing import nms
 
     rng = np.random.default_rng(2)
-    xy = rng.uniform(0, 200, (300, 2))
-    boxes = np.concatenate([xy, xy + rng.uniform(5, 60, (300, 2))], 1).astype(np.float32)
-    scores = rng.uniform(0, 1, 300).astype(np.float32)
-    ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).numpy()
-    assert np.array_equal(nms(boxes, scores, 0.5), ref)
+    for n, tied in ((300, False), (120, True), (1, False)):
+        xy = rng.uniform(0, 200, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(1, 60, (n, 2))], 1).astype(np.float32)
+        scores = rng.uniform(0.01, 1, n).astype(np.float32)
+        if tied:  # equal scores: both keep index order
+            scores = np.round(scores, 1) + np.float32(0.01)
+        ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold).numpy()
+        assert np.array_equal(nms(boxes, scores, threshold), ref)
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), threshold).shape == (0,)
 
 
 @pytest.mark.parametrize("kind", ["onnx", "dynamic"])
