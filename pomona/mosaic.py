@@ -42,12 +42,16 @@ class Mosaic:
         return np.split(points, starts), window[np.r_[0, starts]]
 
     def boundary(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every window's outer boundary pixels as one (M, 2) array of frame x, y, each contour's points in order,
-        and the window (k) of each point: what ``contours()`` gives, without a Python step per contour."""
+        """Every window's outer boundary pixels as one (M, 2) array of frame x, y, and the window (k) of each
+        point: what ``contours()`` gives, without a Python step per point. Grouped by window (its contours one
+        after another, in findContours' order, each contour's points in order): the contours are sorted, not
+        their thousands of points."""
         found, _ = cv2.findContours(self.image, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         if not found:
             return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
-        return self._in_frame(found)
+        first = np.array([c[0, 0] for c in found])  # each contour's first point (x, y), inside its own window
+        order = np.argsort(self.image[first[:, 1], first[:, 0]], kind="stable")
+        return self._in_frame([found[i] for i in order.tolist()])
 
     def _in_frame(self, found) -> tuple[np.ndarray, np.ndarray]:
         """findContours' points joined, moved from the mosaic to the frame, and the window (k) of each point."""

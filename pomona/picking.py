@@ -208,11 +208,9 @@ def _surface_points(out: _Samples, mosaic: Mosaic, areas: np.ndarray, depth: np.
 
 
 def _outline_points(out: _Samples, mosaic: Mosaic, max_outline: int) -> None:
-    points, k = mosaic.boundary()
+    points, k = mosaic.boundary()  # each apple's contours together, each contour's points in order
     if not len(k):
         return
-    order = np.argsort(k, kind="stable")  # each apple's contours together, each contour's points in order
-    points, k = points[order], k[order]
     group, slot, index = _spread(np.bincount(k, minlength=len(mosaic.index)), max_outline)
     rows = mosaic.index[group]
     out.ou[rows, slot], out.ov[rows, slot] = points[index, 0], points[index, 1]
@@ -349,15 +347,16 @@ class _Robust:
 
 
 _RIDGE = 1e-9  # relative to the normal matrix's trace; an apple without points keeps its start
+_EYE4 = np.eye(4)
 
 
 def _gauss_newton_step(jac: np.ndarray, w: np.ndarray, res: np.ndarray) -> np.ndarray:
     """(N, 4) weighted least-squares step in (cx, cy, cz, r), at most MAX_STEP_M in each."""
     jw = (jac * w).transpose(1, 0, 2)
     lhs = np.matmul(jw, jac.transpose(1, 2, 0)).astype(np.float64)
-    diagonal = lhs[:, range(4), range(4)]  # a ridge keeps it solvable when the kept points do not pin all four
-    lhs[:, range(4), range(4)] = diagonal + _RIDGE * (1.0 + diagonal.sum(1))[:, None]  # unknowns (a sliver, a
-    # few outline points): those move least
+    # a ridge keeps it solvable when the kept points do not pin all four unknowns (a sliver, a few outline
+    # points): those move least
+    lhs += (_RIDGE * (1.0 + np.trace(lhs, axis1=1, axis2=2)))[:, None, None] * _EYE4
     delta = np.linalg.solve(lhs, -np.matmul(jw, res[..., None]).astype(np.float64))[..., 0]
     # at most MAX_STEP_M per step: a cloud that barely constrains a sphere (a sliver) must not fling it away
     return np.clip(delta, -MAX_STEP_M, MAX_STEP_M, out=delta)

@@ -130,8 +130,9 @@ def test_polygons_through_one_mosaic_match_each_mask_alone():
 
 
 def test_mosaic_boundary_is_its_contours_joined():
-    """Mosaic.boundary (the picking step's outlines, no Python step per contour) holds the same points in the
-    same order, each with its window, as contours(): a two-part mask and touching windows included."""
+    """Mosaic.boundary (the picking step's outlines, no Python step per point) holds the points of contours(),
+    each with its window, grouped by window (a window's contours in contours()' order, each in its own order):
+    a two-part mask and touching windows included."""
     from pomona.mosaic import mosaics
 
     h, w = 120, 160
@@ -140,6 +141,8 @@ def test_mosaic_boundary_is_its_contours_joined():
     for mosaic in mosaics(Instances.from_masks(np.stack(masks))):
         contours, window = mosaic.contours()
         points, k = mosaic.boundary()
-        assert np.array_equal(points, np.concatenate(contours))
-        assert np.array_equal(k, np.repeat(window, [len(c) for c in contours]))
+        by_window = np.argsort(window, kind="stable")
+        assert np.array_equal(points, np.concatenate([contours[i] for i in by_window]))
+        assert np.array_equal(k, np.repeat(window[by_window], [len(contours[i]) for i in by_window]))
+        assert (np.diff(k) >= 0).all()
         assert np.bincount(window).tolist() == [1, 1, 2]
