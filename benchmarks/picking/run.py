@@ -320,8 +320,8 @@ def step_cost_lines(spent: dict) -> list[str]:
         f"**{spent['cpu_ms_best']} ms** CPU per frame at best, {spent['cpu_ms_median']} ms median "
         f"(wall {spent['wall_ms_median']} ms median), on this {spent['cores']}-core machine "
         f"(1-minute load average {spent['load_average_1min']:.1f}). Of that, {spent['gather_cpu_ms_best']} ms is "
-        "gathering each apple's depth points and outline (erosion, outlines and areas one OpenCV call for all "
-        "apples, their masks packed into one mosaic image; a strided view and one findNonZero per apple); the rest "
+        "gathering each apple's depth points and outline (erosion and outlines one OpenCV call for all apples, their "
+        "masks packed into one mosaic image; a strided view and one findNonZero per apple); the rest "
         "is the fit, all apples at once (4 Gauss-Newton steps). Target: at most 2 ms per "
         f"frame at 30 apples: **{'met' if spent['cpu_ms_best'] <= 2 else 'not met'}** on this machine.",
         "",
