@@ -9,6 +9,8 @@ prototype logits sampled straight at source resolution), but only inside each ke
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import cv2
@@ -77,15 +79,51 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     """Greedy NMS (torchvision semantics: suppress IoU > threshold), indices by descending score; ``scores`` > 0.
 
     OpenCV's NMSBoxes runs the same greedy loop in C++ (ties in index order, as torchvision's stable sort): the
-    same indices as torchvision on random boxes with tied scores (tests/test_edge.py), 30x faster than a numpy
-    loop at 100 boxes, where that loop cost 0.3 ms a frame at --conf 0.05.
+    same indices as torchvision on random boxes with tied scores (tests/test_edge.py), 30x faster than the numpy
+    loop at 100 boxes, where that loop cost 0.3 ms a frame at --conf 0.05. Older OpenCV bindings (before 4.5.4,
+    e.g. Ubuntu 20.04's on a Jetson) pass only integer boxes, so there the numpy loop runs.
     """
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
+    if not _opencv_nms_takes_floats():
+        return greedy_nms(boxes, scores, iou_threshold)
     boxes = np.asarray(boxes, np.float64)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
     keep = cv2.dnn.NMSBoxes(xywh.tolist(), np.asarray(scores, np.float64).tolist(), 0.0, float(iou_threshold))
     return np.asarray(keep, np.int64).reshape(-1)
+
+
+@functools.lru_cache(maxsize=1)
+def _opencv_nms_takes_floats() -> bool:
+    """Whether cv2.dnn.NMSBoxes keeps fractional boxes: two 0.4-px boxes overlap by IoU 0.14, which integer
+    boxes (both 0 x 0) would not."""
+    try:
+        keep = cv2.dnn.NMSBoxes([[0.0, 0.0, 0.4, 0.4], [0.2, 0.2, 0.4, 0.4]], [1.0, 0.9], 0.0, 0.1)
+    except (cv2.error, AttributeError):
+        return False
+    return np.asarray(keep).reshape(-1).tolist() == [0]
+
+
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """:func:`nms` in numpy, one box per step (where OpenCV's cannot take fractional boxes)."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    x1, y1, x2, y2 = np.asarray(boxes, np.float32).T
+    areas = (x2 - x1) * (y2 - y1)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        if not rest.size:
+            break
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, np.int64)
 
 
 @dataclass

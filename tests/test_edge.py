@@ -48,11 +48,13 @@ def test_letterbox_matches_ultralytics(shape, auto):
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
 def test_nms_matches_torchvision(threshold):
+    """OpenCV's NMSBoxes (where it takes fractional boxes, as here) and the numpy loop of older OpenCVs."""
     torchvision = pytest.importorskip("torchvision")
     import torch
 
-    from pomona.edge.processing import nms
+    from pomona.edge.processing import _opencv_nms_takes_floats, greedy_nms, nms
 
+    assert _opencv_nms_takes_floats()  # this OpenCV: the C++ loop is the one tested
     rng = np.random.default_rng(2)
     for n, tied in ((300, False), (120, True), (1, False)):
         xy = rng.uniform(0, 200, (n, 2))
@@ -62,6 +64,7 @@ def test_nms_matches_torchvision(threshold):
             scores = np.round(scores, 1) + np.float32(0.01)
         ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold).numpy()
         assert np.array_equal(nms(boxes, scores, threshold), ref)
+        assert np.array_equal(greedy_nms(boxes, scores, threshold), ref)
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), threshold).shape == (0,)
 
 
