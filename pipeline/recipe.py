@@ -39,6 +39,10 @@ def load_recipe(name: str | Path) -> dict:
         raise PomonaError(f"unknown recipe '{name}' (known: {known}; or give a path to a recipe .yaml)")
     recipe = yaml.safe_load(path.read_text()) or {}
     recipe["_name"] = path.stem
+    # what a run records as its recipe, so that `release --from-run` and the card can load it again: the name of
+    # a packaged recipe, the full path of one given as a file
+    packaged = path.resolve().parent == _recipes_dir().resolve()
+    recipe["_ref"] = path.stem if packaged else str(path.resolve())
     return recipe
 
 
@@ -69,7 +73,7 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     sections = _merge_sections(recipe, overrides, shorthand)
     real = _real_data(real)
 
-    run = _Run(recipe["_name"], out / STAGE_TIMES)
+    run = _Run(recipe["_ref"], out / STAGE_TIMES)
     if resume:
         sp = _resumed_data(run, out, sections["split"])
         best = _train_stage(run, sp.data_yaml, out, {**sections["train"], "resume": True})
@@ -289,7 +293,7 @@ def _fmt(v) -> str:
 
 
 def write_report(out: Path, results: dict, real: Path | None) -> Path:
-    lines = [f"# pomona {results['recipe']} report", "",
+    lines = [f"# pomona {Path(results['recipe']).stem} report", "",
              "Trained only on procedural synthetic images with automatic (renderer) labels; the real photos are "
              "used for evaluation only.", "", "## Accuracy", "",
              "| data | images | box P | box R | box mAP50 | box mAP50-95 | mask P | mask R | mask mAP50 | mask mAP50-95 |",

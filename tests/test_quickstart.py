@@ -1,6 +1,7 @@
 """Smoke test of the whole offline pipeline at tiny scale: render -> label -> split -> train -> evaluate -> export."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,16 @@ def test_an_interrupted_recipe_run_resumes_without_rendering_again(tmp_path, mon
             main(["recipe", *argv, "--resume"])
         err = capsys.readouterr().err.strip()
         assert exit_.value.code == 2 and len(err.splitlines()) == 1 and words in err, err
+
+
+def test_a_run_records_a_recipe_it_can_load_again(tmp_path):
+    """A recipe given as a file is recorded by its path (release --from-run and the card load it from the run);
+    a packaged one by its name."""
+    from pomona.pipeline.recipe import load_recipe
+
+    assert load_recipe("sim2real")["_ref"] == "sim2real"
+    custom = tmp_path / "sim2real-seed2000.yaml"
+    custom.write_text("generate: {n: 4, seed: 2000}\n")
+    ref = load_recipe(custom)["_ref"]
+    assert Path(ref) == custom.resolve()
+    assert load_recipe(ref)["generate"]["seed"] == 2000
