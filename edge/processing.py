@@ -10,7 +10,6 @@ prototype logits sampled straight at source resolution), but only inside each ke
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import cv2
@@ -83,9 +82,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     loop at 100 boxes, where that loop cost 0.3 ms a frame at --conf 0.05. Older OpenCV bindings (before 4.5.4,
     e.g. Ubuntu 20.04's on a Jetson) pass only integer boxes, so there the numpy loop runs.
     """
-    if len(boxes) == 0:
-        return np.zeros(0, np.int64)
-    if not _opencv_nms_takes_floats():
+    if len(boxes) == 0 or not _opencv_nms_takes_floats():
         return greedy_nms(boxes, scores, iou_threshold)
     boxes = np.asarray(boxes, np.float64)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)

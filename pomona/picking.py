@@ -179,15 +179,15 @@ def gather_points(instances, depth: np.ndarray, max_points: int = MAX_POINTS,
                    np.zeros((n, max_outline, len(OUTSIDE_PX))), np.zeros(n, np.int64))
     for mosaic in mosaics(instances):  # all apples' masks in one image: one OpenCV call each, not one per apple
         out.areas[mosaic.index] = mosaic.area
-        _surface_points(out, mosaic, mosaic.area, depth, max_points)
+        _surface_points(out, mosaic, depth, max_points)
         _outline_points(out, mosaic, max_outline)
     _outline_depth(out, depth)
     return out
 
 
-def _surface_points(out: _Samples, mosaic: Mosaic, areas: np.ndarray, depth: np.ndarray, max_points: int) -> None:
+def _surface_points(out: _Samples, mosaic: Mosaic, depth: np.ndarray, max_points: int) -> None:
     eroded = _eroded(mosaic)
-    step = np.maximum(1, np.sqrt(areas / max_points).astype(np.int64))
+    step = np.maximum(1, np.sqrt(mosaic.area / max_points).astype(np.int64))
     found = []
     # a strided view and one call per apple: the grid of each apple's own step (x, y on that grid, row by row)
     for (x, y), (h, w), s in zip(mosaic.at.tolist(), mosaic.shape.tolist(), step.tolist()):
