@@ -9,6 +9,7 @@ three places: ``card.json`` and ``card.md`` beside the files, and inside both mo
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 import subprocess
@@ -187,7 +188,7 @@ def package_model(weights: Path, card: dict, dest: Path, latency_frames: int = 4
 
 
 def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
-    """The first chunk of a model trained from scratch by a recipe run (e.g. ``runs/sim2real``) and its scores,
+    """The first chunk of a model trained by a whole recipe run (e.g. ``runs/sim2real``) and its scores,
     read from the run's ``results.json`` and Ultralytics' ``args.yaml``."""
     import yaml
 
@@ -205,7 +206,7 @@ def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
     train_images = int(results["split"]["train"])
     epochs = _epochs_run(run, int(args["epochs"]))
     start = Path(str(results.get("train_from") or args["model"]))  # args.yaml of a resumed run names its last.pt
-    chunk = {"chunk": 0, "from": f"{start.name} (from scratch)", "recipe": results["recipe"],
+    chunk = {"chunk": 0, "from": describe_start(start), "recipe": results["recipe"],
              "seeds": [seed, seed + n], "images": n, "train_images": train_images, "epochs": epochs,
              "imgsz": int(args["imgsz"]), "images_seen": train_images * epochs,
              "device": "cpu" if str(args.get("device", "cpu")) == "cpu" else str(args["device"]),
@@ -215,6 +216,15 @@ def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
              "real_mask_map50": round(results["real_dev"]["mask"]["map50"], 4) if results.get("real_dev") else None}
     scores = {"synthetic_val": scores_of(results["synthetic_val"]), "real_dev": scores_of(results.get("real_dev"))}
     return chunk, scores
+
+
+def describe_start(start: Path) -> str:
+    """How a recipe run's training began, for its card: random weights (a model yaml), or pretrained weights
+    named with their sha256, so that anyone can check they start from the same file."""
+    if start.suffix in (".yaml", ".yml"):
+        return f"{start.name} (from scratch)"
+    digest = hashlib.sha256(start.read_bytes()).hexdigest()[:16] if start.is_file() else "file not found here"
+    return f"{start.name} (pretrained start, sha256 {digest})"
 
 
 def _epochs_run(run: Path, planned: int) -> int:

@@ -265,8 +265,9 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     noise = float(cfg.get("noise_from_scratch", cfg.get("noise", 0.0)))
     verdict = gate(scores["real_dev"], scores_of(base_real), noise)
     scores["noise"] = f"a candidate must beat the model it replaces by more than {noise} real mask mAP50 (measured noise)"
+    start = "random weights" if chunk["from"].endswith("(from scratch)") else chunk["from"]
     card = build_card(base.name, base.version + 1, [chunk], scores, chunk["imgsz"], chunk["recipe"],
-                      notes=f"Trained from scratch by the `{chunk['recipe']}` recipe (a new lineage, not a continuation "
+                      notes=f"Trained by the `{chunk['recipe']}` recipe from {start} (a new lineage, not a continuation "
                             f"of v{base.version}). Gate against {base.name} v{base.version}: {verdict['reason']}")
     candidate = package_model(run / "weights" / "best.pt", card, run / "candidate" / base.name, latency_frames)
     return settle(verdict, candidate, base, ship, run, chunks=1, hours=chunk["hours"])

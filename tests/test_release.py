@@ -227,3 +227,16 @@ def test_from_run_refuses_flags_it_would_ignore(tmp_path):
                            "--epochs", "3", "--hours", "1"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "--hours, --epochs would have no effect" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_card_names_a_pretrained_start_by_its_hash(tmp_path):
+    import hashlib
+
+    from pomona.pipeline.card import describe_start
+
+    weights = tmp_path / "yolov8n-seg.pt"
+    weights.write_bytes(b"pretend checkpoint")
+    digest = hashlib.sha256(b"pretend checkpoint").hexdigest()[:16]
+    assert describe_start(weights) == f"yolov8n-seg.pt (pretrained start, sha256 {digest})"
+    assert describe_start(Path("yolo11n-seg.yaml")) == "yolo11n-seg.yaml (from scratch)"
+    assert describe_start(tmp_path / "gone.pt").endswith("(pretrained start, sha256 file not found here)")
