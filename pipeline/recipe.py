@@ -73,6 +73,8 @@ def run_recipe(name: str | Path, out: Path | None = None, real: Path | None = No
     sections = _merge_sections(recipe, overrides, shorthand)
     real = _real_data(real)
 
+    if not resume:
+        _check_start(sections["train"])
     run = _Run(recipe["_ref"], out / STAGE_TIMES)
     if resume:
         sp = _resumed_data(run, out, sections["split"])
@@ -99,6 +101,16 @@ def _import_stages() -> None:
     from pomona.pipeline.prompts import load_prompts  # noqa: F401
     from pomona.pipeline.split import split  # noqa: F401
     from pomona.pipeline.train import train  # noqa: F401
+
+
+def _check_start(train_cfg: dict) -> None:
+    """Pretrained start weights must be there (or downloadable) before anything is rendered: a missing file
+    would otherwise end the run minutes later, at its training stage."""
+    from pomona.pipeline.weights import find_weights
+
+    start = str(train_cfg.get("model", "yolo11n-seg.yaml"))
+    if not start.endswith((".yaml", ".yml")):
+        find_weights(start, "start")  # one line when absent and downloads are off (make coco-weights names one)
 
 
 def _merge_sections(recipe: dict, overrides: dict | None, shorthand: dict) -> dict[str, dict]:

@@ -114,3 +114,15 @@ def test_a_run_records_a_recipe_it_can_load_again(tmp_path):
     ref = load_recipe(custom)["_ref"]
     assert Path(ref) == custom.resolve()
     assert load_recipe(ref)["generate"]["seed"] == 2000
+
+
+def test_a_recipe_with_missing_start_weights_stops_before_rendering(tmp_path, monkeypatch):
+    from pomona.errors import PomonaError
+    from pomona.pipeline.recipe import run_recipe
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("POMONA_WEIGHTS", raising=False)
+    monkeypatch.delenv("POMONA_ONLINE", raising=False)
+    with pytest.raises(PomonaError, match="yolov8n-seg.pt.*make coco-weights"):
+        run_recipe("sim2real-coco", tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing rendered, no run folder that looks started
