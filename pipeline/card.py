@@ -206,7 +206,8 @@ def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
     train_images = int(results["split"]["train"])
     epochs = _epochs_run(run, int(args["epochs"]))
     start = Path(str(results.get("train_from") or args["model"]))  # args.yaml of a resumed run names its last.pt
-    chunk = {"chunk": 0, "from": describe_start(start), "recipe": results["recipe"],
+    pretrained = Path(results["pretrained_from"]) if results.get("pretrained_from") else None
+    chunk = {"chunk": 0, "from": describe_start(start, pretrained), "recipe": results["recipe"],
              "seeds": [seed, seed + n], "images": n, "train_images": train_images, "epochs": epochs,
              "imgsz": int(args["imgsz"]), "images_seen": train_images * epochs,
              "device": "cpu" if str(args.get("device", "cpu")) == "cpu" else str(args["device"]),
@@ -218,13 +219,17 @@ def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
     return chunk, scores
 
 
-def describe_start(start: Path) -> str:
-    """How a recipe run's training began, for its card: random weights (a model yaml), or pretrained weights
-    named with their sha256, so that anyone can check they start from the same file."""
-    if start.suffix in (".yaml", ".yml"):
-        return f"{start.name} (from scratch)"
-    digest = hashlib.sha256(start.read_bytes()).hexdigest()[:16] if start.is_file() else "file not found here"
-    return f"{start.name} (pretrained start, sha256 {digest})"
+def describe_start(start: Path, pretrained: Path | None = None) -> str:
+    """How a recipe run's training began, for its card: random weights (a model yaml), pretrained weights, or a
+    model yaml whose matching layers came from ``pretrained``; weights are named with their sha256, so that
+    anyone can check they start from the same file."""
+    def named(weights: Path) -> str:
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else "file not found here"
+        return f"{weights.name} (pretrained start, sha256 {digest})"
+
+    if start.suffix not in (".yaml", ".yml"):
+        return named(start)
+    return f"{start.name} (from scratch)" if pretrained is None else f"{start.name} with the layers of {named(pretrained)}"
 
 
 def _epochs_run(run: Path, planned: int) -> int:

@@ -104,13 +104,22 @@ def _import_stages() -> None:
 
 
 def _check_start(train_cfg: dict) -> None:
-    """Pretrained start weights must be there (or downloadable) before anything is rendered: a missing file
-    would otherwise end the run minutes later, at its training stage."""
-    from pomona.pipeline.weights import find_weights
-
+    """Pretrained start weights (``model`` as a .pt, or ``pretrained``: a file whose matching layers a model yaml
+    takes) must be there, or downloadable, before anything is rendered: a missing file would otherwise end the
+    run minutes later, at its training stage."""
     start = str(train_cfg.get("model", "yolo11n-seg.yaml"))
     if not start.endswith((".yaml", ".yml")):
-        find_weights(start, "start")  # one line when absent and downloads are off (make coco-weights names one)
+        _start_weights(start)
+    if isinstance(train_cfg.get("pretrained"), str):
+        _start_weights(train_cfg["pretrained"])
+
+
+def _start_weights(name: str) -> Path | str:
+    """The start weights' file (one line when absent and downloads are off), or the name for Ultralytics to
+    download."""
+    from pomona.pipeline.weights import find_weights
+
+    return find_weights(name, "start") or name
 
 
 def _merge_sections(recipe: dict, overrides: dict | None, shorthand: dict) -> dict[str, dict]:
@@ -241,6 +250,8 @@ def _train_stage(run: _Run, data_yaml: Path, out: Path, tr: dict) -> Path:
     average_last = int(tr.pop("average_last", 0) or 0)  # a recipe key, not a train() argument
     with run.stage("train", f"4/6 train {tr.get('model', 'yolo11n-seg.yaml')} for {tr.get('epochs', 30)} epochs"):
         run.results["train_from"] = str(tr.get("model", "yolo11n-seg.yaml"))
+        if isinstance(tr.get("pretrained"), str):  # a model yaml whose matching layers start from these weights
+            tr["pretrained"] = run.results["pretrained_from"] = str(_start_weights(tr["pretrained"]))
         if tr.get("resume"):  # the interrupted run's own checkpoint; it started from the recipe's model
             tr["model"] = str(out / "weights" / "last.pt")
         best = train(data_yaml, out=out, **tr)
@@ -318,8 +329,11 @@ def write_report(out: Path, results: dict, real: Path | None) -> Path:
         lines.append(f"| {label} | {r['images']} | " + " | ".join(
             _fmt(d[k]) for d in (b, m) for k in ("precision", "recall", "map50", "map50_95")) + " |")
     start = results.get("train_from", "yolo11n-seg.yaml")
-    lines += ["", f"Training started from `{start}`: " + ("random weights (from scratch)." if start.endswith((".yaml", ".yml"))
-                                                           else "these weights (fine-tuned).")]
+    if results.get("pretrained_from"):
+        how = f"its matching layers from `{Path(results['pretrained_from']).name}`, the rest random."
+    else:
+        how = "random weights (from scratch)." if start.endswith((".yaml", ".yml")) else "these weights (fine-tuned)."
+    lines += ["", f"Training started from `{start}`: {how}"]
     if results.get("averaged_epochs"):
         ep = results["averaged_epochs"]
         lines += ["", f"Model: weight average of epochs {ep[0]}-{ep[-1]} (`weights/best.pt`; Ultralytics' own pick is "

@@ -240,3 +240,5 @@ def test_a_card_names_a_pretrained_start_by_its_hash(tmp_path):
     assert describe_start(weights) == f"yolov8n-seg.pt (pretrained start, sha256 {digest})"
     assert describe_start(Path("yolo11n-seg.yaml")) == "yolo11n-seg.yaml (from scratch)"
     assert describe_start(tmp_path / "gone.pt").endswith("(pretrained start, sha256 file not found here)")
+    layers = describe_start(Path("yolo11n-seg.yaml"), weights)
+    assert layers == f"yolo11n-seg.yaml with the layers of yolov8n-seg.pt (pretrained start, sha256 {digest})"
