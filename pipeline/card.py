@@ -66,7 +66,7 @@ def build_card(name: str, version: int, chunks: list[dict], scores: dict, imgsz:
         "name": name, "version": int(version), "task": "segment", "arch": chunks[0].get("arch", "yolo11n-seg"),
         "imgsz": int(imgsz), "classes": {"0": "apple"},
         "created": dt.date.today().isoformat(), "commit": git_commit(), "pomona_version": __version__,
-        "data": {"source": "procedural renderer only (no real photos, no hand labels)", "labels": "renderer ground truth",
+        "data": {"source": _data_source(chunks), "labels": "renderer ground truth",
                  "renderer_versions": sorted({c.get("renderer_version", RENDERER_VERSION) for c in chunks}),
                  "seeds": [c["seeds"] for c in chunks], "images": totals["images"], "images_seen": totals["images_seen"]},
         "training": {"recipe": recipe, **totals, "chunk_list": chunks},
@@ -74,11 +74,18 @@ def build_card(name: str, version: int, chunks: list[dict], scores: dict, imgsz:
     }
 
 
+def _data_source(chunks: list[dict]) -> str:
+    if any("pretrained start" in c.get("from", "") for c in chunks):
+        return ("procedural renderer only (no orchard photos, no hand labels of ours); the start weights were "
+                "pretrained elsewhere on hand-labelled photos (Ultralytics' COCO models: 80 everyday classes, apple among them)")
+    return "procedural renderer only (no real photos, no hand labels)"
+
+
 def card_markdown(card: dict) -> str:
     """The card for people: what the model is, what it saw, how it scores, how to reproduce or continue it."""
     t, d, s = card["training"], card["data"], card["scores"]
     lines = [f"# {card['name']} v{card['version']}", "",
-             f"Apple instance segmentation ({card['arch']}, {card['imgsz']} px input, one class: apple), trained only on "
+             f"Apple instance segmentation ({card['arch']}, {card['imgsz']} px input, one class: apple), {_origin(t)} "
              f"procedurally rendered orchards with the renderer's exact masks. Commit `{card['commit']}`, "
              f"pomona {card['pomona_version']}, {card['created']}.", "", "## Scores", "",
              "| data | images | box P | box R | box mAP50 | box mAP50-95 | mask P | mask R | mask mAP50 | mask mAP50-95 |",
@@ -93,7 +100,8 @@ def card_markdown(card: dict) -> str:
     lines += ["", "## Data", "",
               f"{d['images']} rendered images (renderer version {', '.join(map(str, d['renderer_versions']))}), "
               f"seeds {', '.join(f'{a}-{b - 1}' for a, b in d['seeds'])}; {d['images_seen']} training images seen "
-              "(images x epochs). The real photos were never trained on.", "", "## Training", "",
+              f"(images x epochs). The real photos were never trained on. Source: {d.get('source', '-')}.", "",
+              "## Training", "",
               f"Recipe `{t['recipe']}`: {t['chunks']} chunk(s), {t['epochs']} epochs, {t['cpu_hours']:.2f} CPU hours, "
               f"{t['gpu_hours']:.2f} GPU hours.", "",
               "| chunk | from | seeds | images | epochs | px | device | hours | synthetic mask mAP50 | real mask mAP50 |",
@@ -113,6 +121,14 @@ def card_markdown(card: dict) -> str:
     if card.get("notes"):
         lines += ["## Notes", "", card["notes"], ""]
     return "\n".join(lines)
+
+
+def _origin(training: dict) -> str:
+    """From random weights, or from pretrained ones (the first chunk's start names them)."""
+    first = training["chunk_list"][0]["from"] if training.get("chunk_list") else ""
+    if "pretrained start" in first:
+        return f"fine-tuned from pretrained weights ({first.split(' (')[0]}, see Training) only on"
+    return "trained only on"
 
 
 def _num(v) -> str:
