@@ -288,7 +288,7 @@ def _recipe_release(out, hours, device, chunks, n, epochs, ship: bool, from_run)
                                         ("--device", device), ("--out", out)) if v is not None]
         if ignored:  # the run is finished: nothing would be trained, and a silently dropped flag misleads
             raise PomonaError(f"--from-run gates a finished run; {', '.join(ignored)} would have no effect")
-        verdict, how = promote(from_run, ship=ship), "from scratch"
+        verdict, how = promote(from_run, ship=ship), "a whole recipe run"
     else:
         overrides = {k: v for k, v in (("n", n), ("epochs", epochs)) if v is not None}
         verdict = release(hours=hours if hours is not None or chunks is not None else 1.0, device=device,
