@@ -9,6 +9,8 @@
 4. The last chunk's model becomes a candidate folder with its card (``OUT/candidate/NAME``). It replaces the
    shipped model (``--ship``) only when it beats it on the real dev photos, both measured in this run, by more
    than the recipe's measured noise. The photos are only ever evaluated on, never trained on or selected from.
+   Both are scored as they would ship, each at its own input size; the base is also scored at the candidate's
+   size, so that a gain the input size alone gives is told apart (and the card's latency shows what it costs).
 
 ``promote`` puts a finished from-scratch recipe run (``--from-run RUN``) through the same gate as the next version.
 
@@ -221,23 +223,24 @@ def release(hours: float | None = 1.0, device: str | None = None, chunks: int | 
 def finish(out: Path, base: Base, state: dict, cfg: dict, real: Path | None, ship: bool) -> dict:
     """Package the last chunk's model as a candidate with its card and decide whether it may replace the base."""
     from pomona.pipeline.card import build_card, package_model, scores_of
-    from pomona.pipeline.evaluate import evaluate_model
 
     last = state["chunks"][-1]
     noise = float(cfg.get("noise", 0.0))
-    if real and "base_real" not in state:  # the base, scored in this run on the same photos as the candidate
-        state["base_real"] = evaluate_model(base.weights, real, "val", last["imgsz"], out / "eval-base-real-dev")
+    if real and (state.get("base_real") or {}).get("imgsz") != shipped_size(base, last["imgsz"]):
+        # the base, scored in this run on the same photos as the candidate (again if the run predates sizes)
+        state["base_real"], state["base_real_same_size"] = score_base(base, real, last["imgsz"], out)
         save_state(out, state)
     scores = {"synthetic_val": scores_of(state["last_scores"]["synthetic_val"]),
               "real_dev": scores_of(state["last_scores"]["real_dev"])}
     verdict = gate(scores["real_dev"], scores_of(state.get("base_real")), noise)
+    size_note = input_size_note(verdict, state.get("base_real"), state.get("base_real_same_size"))
     scores["noise"] = f"a candidate must beat the model it continues by more than {noise} real mask mAP50 (measured noise)"
     chunks = list(base.card["training"]["chunk_list"]) + [dict(c, chunk=len(base.card["training"]["chunk_list"]) + i)
                                                           for i, c in enumerate(state["chunks"])]
     for c in chunks:
         c.pop("weights", None)
     card = build_card(base.name, base.version + 1, chunks, scores, last["imgsz"], "release",
-                      notes=f"Continued from {base.name} v{base.version}. Gate: {verdict['reason']}")
+                      notes=f"Continued from {base.name} v{base.version}. Gate: {verdict['reason']}{size_note}")
     candidate = package_model(Path(last["weights"]), card, out / "candidate" / base.name)
     return settle(verdict, candidate, base, ship, out, chunks=len(state["chunks"]),
                   hours=round(sum(c["hours"] for c in state["chunks"]), 3))
@@ -248,29 +251,62 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     """A finished from-scratch recipe run (``pomona recipe sim2real --out RUN``) as the next version's candidate.
 
     Continuing the shipped model is one way to spend compute; a longer run from scratch on a newer renderer is
-    another, and it answers to the same gate: the base is scored in this call on the same photos and at the
-    same size as the run scored its model, and the candidate replaces it only when ahead by more than the
-    recipe's noise. The card's history is the run's own (a new lineage); its notes name the model it replaced.
+    another, and it answers to the same gate: the base is scored in this call on the same photos, as it ships
+    (``score_base``), and the candidate replaces it only when ahead by more than the recipe's noise. The card's history is the run's own (a new lineage); its notes name the model it replaced.
     """
     from pomona.pipeline.card import build_card, chunk_from_recipe_run, package_model, scores_of
-    from pomona.pipeline.evaluate import evaluate_model
     from pomona.pipeline.recipe import default_real, load_recipe
 
     cfg, run = load_recipe(recipe), Path(run)
     base = load_base(str(cfg["model"]))
     chunk, scores = chunk_from_recipe_run(run)
     real = Path(real) if real else default_real()
-    base_real = evaluate_model(base.weights, real, "val", chunk["imgsz"], run / "eval-base-real-dev") if real else None
+    base_real, base_same_size = score_base(base, real, chunk["imgsz"], run)
     # a whole from-scratch run varies less than a short chunk from a trained model: its own measured noise
     noise = float(cfg.get("noise_from_scratch", cfg.get("noise", 0.0)))
     verdict = gate(scores["real_dev"], scores_of(base_real), noise)
+    size_note = input_size_note(verdict, base_real, base_same_size)
     scores["noise"] = f"a candidate must beat the model it replaces by more than {noise} real mask mAP50 (measured noise)"
     start = "random weights" if chunk["from"].endswith("(from scratch)") else chunk["from"]
     card = build_card(base.name, base.version + 1, [chunk], scores, chunk["imgsz"], chunk["recipe"],
                       notes=f"Trained by the `{chunk['recipe']}` recipe from {start} (a new lineage, not a continuation "
-                            f"of v{base.version}). Gate against {base.name} v{base.version}: {verdict['reason']}")
+                            f"of v{base.version}). Gate against {base.name} v{base.version}: {verdict['reason']}{size_note}")
     candidate = package_model(run / "weights" / "best.pt", card, run / "candidate" / base.name, latency_frames)
     return settle(verdict, candidate, base, ship, run, chunks=1, hours=chunk["hours"])
+
+
+def shipped_size(base: Base, fallback: int) -> int:
+    """The input size the base runs at as shipped: its card's (its .onnx is exported at that size)."""
+    return int(base.card.get("imgsz") or fallback)
+
+
+def score_base(base: Base, real: Path | None, imgsz: int, folder: Path) -> tuple[dict | None, dict | None]:
+    """The base on the real dev photos as users run it (its shipped input size), and at the candidate's size.
+
+    The gate compares the two models as shipped: a candidate that runs at a larger input size is judged as the
+    product it would be (its card records the latency that costs). The second score, the base at the candidate's
+    size, says how much of a gain the input size alone would give; it is the same result when the sizes agree.
+    """
+    from pomona.pipeline.evaluate import evaluate_model
+
+    if not real:
+        return None, None
+    size = shipped_size(base, imgsz)
+    as_shipped = evaluate_model(base.weights, real, "val", size, folder / "eval-base-real-dev")
+    if size == imgsz:
+        return as_shipped, as_shipped
+    return as_shipped, evaluate_model(base.weights, real, "val", imgsz, folder / f"eval-base-real-dev-{imgsz}")
+
+
+def input_size_note(verdict: dict, as_shipped: dict | None, same_size: dict | None) -> str:
+    """For a candidate at another input size than the base: the base's score at the candidate's size, also
+    put into the verdict (``base_real_mask_map50_same_size``); '' when the sizes agree."""
+    if not as_shipped or not same_size or as_shipped["imgsz"] == same_size["imgsz"]:
+        return ""
+    score = round(float(same_size["mask"]["map50"]), 4)
+    verdict["base_real_mask_map50_same_size"] = score
+    return (f" (the base at the candidate's {same_size['imgsz']} px input scores {score:.3f}: the part of the gain "
+            f"that the input size alone gives)")
 
 
 def settle(verdict: dict, candidate: Path, base: Base, ship: bool, out: Path, **facts) -> dict:
@@ -293,9 +329,13 @@ def gate(candidate: dict | None, base: dict | None, noise: float) -> dict:
     c, b = candidate["mask"]["map50"], base["mask"]["map50"]
     beats = c - b > noise
     word = "beats" if beats else "does not beat"
+    sizes = (candidate.get("imgsz"), base.get("imgsz"))
+    c_at, b_at = ((f" at {sizes[0]} px", f" at {sizes[1]} px as shipped") if None not in sizes and sizes[0] != sizes[1]
+                  else ("", ""))
     return {"beats": beats, "candidate_real_mask_map50": c, "base_real_mask_map50": b, "delta": round(c - b, 4),
-            "noise": noise, "reason": f"candidate {c:.3f} vs base {b:.3f} on the real dev photos: {word} it by more "
-                                      f"than the noise {noise}"}
+            "noise": noise, "candidate_imgsz": sizes[0], "base_imgsz": sizes[1],
+            "reason": f"candidate {c:.3f}{c_at} vs base {b:.3f}{b_at} on the real dev photos: {word} it by more "
+                      f"than the noise {noise}"}
 
 
 def install_model(candidate: Path, dest: Path) -> Path:

@@ -68,11 +68,11 @@ def load_yolo(name: str | Path, what: str = "model", task: str | None = None, ur
 
 
 def model_imgsz(model, path: str | Path) -> int:
-    """The input size a model was trained or exported for: a checkpoint's training size, a shipped model's
-    card, else Ultralytics' default 640."""
+    """The input size a model runs at: a shipped model's card (its .onnx is exported at that size, which may
+    differ from the size it was last trained at), else a checkpoint's training size, else Ultralytics' 640."""
     from pomona.models import shipped_imgsz
 
-    size = (getattr(model, "overrides", None) or {}).get("imgsz") or shipped_imgsz(path)
+    size = shipped_imgsz(path) or (getattr(model, "overrides", None) or {}).get("imgsz")
     if isinstance(size, (list, tuple)):
         size = max(size)
     return int(size or 640)

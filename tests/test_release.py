@@ -242,3 +242,19 @@ def test_a_card_names_a_pretrained_start_by_its_hash(tmp_path):
     assert describe_start(tmp_path / "gone.pt").endswith("(pretrained start, sha256 file not found here)")
     layers = describe_start(Path("yolo11n-seg.yaml"), weights)
     assert layers == f"yolo11n-seg.yaml with the layers of yolov8n-seg.pt (pretrained start, sha256 {digest})"
+
+
+def test_gate_judges_both_models_as_shipped_and_tells_the_input_size_apart():
+    """A candidate at a larger input size is compared with the base as it ships; the base's score at the
+    candidate's size is recorded beside it, so that a gain from the size alone is not passed off as training."""
+    from pomona.pipeline.release import gate, input_size_note
+
+    base = {"imgsz": 416, "mask": {"map50": 0.650}}
+    verdict = gate({"imgsz": 512, "mask": {"map50": 0.690}}, base, 0.03)
+    assert verdict["beats"] and "0.690 at 512 px" in verdict["reason"] and "0.650 at 416 px as shipped" in verdict["reason"]
+    note = input_size_note(verdict, base, {"imgsz": 512, "mask": {"map50": 0.673}})
+    assert "512 px input scores 0.673" in note and verdict["base_real_mask_map50_same_size"] == 0.673
+
+    same = gate({"imgsz": 416, "mask": {"map50": 0.670}}, base, 0.03)  # +0.02: within the noise
+    assert not same["beats"] and " px" not in same["reason"]
+    assert input_size_note(same, base, base) == "" and "base_real_mask_map50_same_size" not in same

@@ -1,12 +1,13 @@
 """Breadth: each model on held-out renders, one condition at a time (cultivar colour, light, occlusion, distance).
 
-    python benchmarks/breadth/run.py [--models pomona-apple-n runs/X/weights/best.pt ...] [--n 30]
+    python benchmarks/breadth/run.py [--models pomona-apple-n runs/X/weights/best.pt pomona-apple-n@512 ...] [--n 30]
 
 The real dev photos are one cultivar (Fuji), one camera and sunny days; pomona models are also scored on orchards
 of other cultivars (green and yellow ones), other light and other cameras that nobody here has photos of. This
 benchmark is the only view of those conditions there is: for each condition, ``--n`` renders whose prompt fixes
 that condition and leaves everything else random, on seeds no recipe trains on (900000 up), labelled with the
-renderer's exact masks; every model scored on the same images with ``pomona evaluate model`` at its own input size.
+renderer's exact masks; every model scored on the same images with ``pomona evaluate model`` at its own input size,
+or at the size after an ``@`` (``pomona-apple-n@512``: does a larger input help beyond the real dev photos too?).
 
 It is a synthetic measure: the renders are of the current renderer, so a model trained on an older renderer is
 scored off its own distribution. Compare rows (which conditions a model is weak on) and models trained on the same
@@ -63,12 +64,19 @@ def score(model: str, ds: Path, out: Path) -> dict:
     from pomona.models import resolve_model
     from pomona.pipeline.evaluate import evaluate_model
 
+    model, imgsz = split_size(model)
     weights, done = resolve_model(model, prefer="pt"), out / "metrics.json"
     if done.is_file() and done.stat().st_mtime > max((ds / "data.yaml").stat().st_mtime, Path(weights).stat().st_mtime):
         r = json.loads(done.read_text())
-        if Path(r["weights"]) == Path(weights) and r["mask"] is not None:
+        if Path(r["weights"]) == Path(weights) and r["mask"] is not None and imgsz in (None, r["imgsz"]):
             return _scores(r)
-    return _scores(evaluate_model(model, ds / "data.yaml", split="val", out=out, grid_images=0))
+    return _scores(evaluate_model(model, ds / "data.yaml", split="val", imgsz=imgsz, out=out, grid_images=0))
+
+
+def split_size(model: str) -> tuple[str, int | None]:
+    """``pomona-apple-n@512`` -> ('pomona-apple-n', 512); a model without ``@SIZE`` runs at its own size (None)."""
+    name, at, size = model.rpartition("@")
+    return (name, int(size)) if at and size.isdigit() else (model, None)
 
 
 def _scores(r: dict) -> dict:
@@ -101,14 +109,16 @@ def label(model: str) -> str:
     from pomona.models import shipped_models
 
     versions = {m.name: m.version for m in shipped_models()}
-    return f"{model} v{versions[model]}" if model in versions else model
+    name, size = split_size(model)
+    at = f" @{size} px" if size else ""
+    return f"{name} v{versions[name]}{at}" if name in versions else model
 
 
 def markdown(result: dict) -> list[str]:
     models = result["models"]
     head = ["# Breadth: the model by condition, on held-out renders", "",
             f"`{result['command']}`. Renderer {result['renderer']}, {result['n']} renders of 640x640 per condition "
-            f"(seeds {SEED_BASE} up, never trained on), exact masks; each model at its own input size. A synthetic "
+            f"(seeds {SEED_BASE} up, never trained on), exact masks; each model at its own input size (or the size after an @). A synthetic "
             "measure of conditions the real dev photos (Fuji, sunny, one camera) do not cover: compare rows, and "
             "models trained on the same renderer (a model of an older renderer is scored off its own distribution). "
             "What ships is decided on the real photos.", "",
