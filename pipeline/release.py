@@ -247,12 +247,17 @@ def finish(out: Path, base: Base, state: dict, cfg: dict, real: Path | None, shi
 
 
 def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real: Path | None = None,
-            latency_frames: int = 40) -> dict:
+            latency_frames: int = 40, imgsz: int | None = None) -> dict:
     """A finished from-scratch recipe run (``pomona recipe sim2real --out RUN``) as the next version's candidate.
 
     Continuing the shipped model is one way to spend compute; a longer run from scratch on a newer renderer is
     another, and it answers to the same gate: the base is scored in this call on the same photos, as it ships
-    (``score_base``), and the candidate replaces it only when ahead by more than the recipe's noise. The card's history is the run's own (a new lineage); its notes name the model it replaced.
+    (``score_base``), and the candidate replaces it only when ahead by more than the recipe's noise. The card's
+    history is the run's own (a new lineage); its notes name the model it replaced.
+
+    ``imgsz`` ships the run's model at another input size than it was trained at (a model trained at 416 px may
+    find more small apples at 512): it is scored again at that size, its card and ``.onnx`` take it, and the
+    card's latency says what the larger input costs.
     """
     from pomona.pipeline.card import build_card, chunk_from_recipe_run, package_model, scores_of
     from pomona.pipeline.recipe import default_real, load_recipe
@@ -261,18 +266,37 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     base = load_base(str(cfg["model"]))
     chunk, scores = chunk_from_recipe_run(run)
     real = Path(real) if real else default_real()
-    base_real, base_same_size = score_base(base, real, chunk["imgsz"], run)
+    size = int(imgsz or chunk["imgsz"])
+    if size != chunk["imgsz"]:
+        scores = rescore_at(run, size, real)
+    base_real, base_same_size = score_base(base, real, size, run)
     # a whole from-scratch run varies less than a short chunk from a trained model: its own measured noise
     noise = float(cfg.get("noise_from_scratch", cfg.get("noise", 0.0)))
     verdict = gate(scores["real_dev"], scores_of(base_real), noise)
     size_note = input_size_note(verdict, base_real, base_same_size)
     scores["noise"] = f"a candidate must beat the model it replaces by more than {noise} real mask mAP50 (measured noise)"
     start = "random weights" if chunk["from"].endswith("(from scratch)") else chunk["from"]
-    card = build_card(base.name, base.version + 1, [chunk], scores, chunk["imgsz"], chunk["recipe"],
+    trained_at = f" Trained at {chunk['imgsz']} px, shipped at {size} px." if size != chunk["imgsz"] else ""
+    card = build_card(base.name, base.version + 1, [chunk], scores, size, chunk["recipe"],
                       notes=f"Trained by the `{chunk['recipe']}` recipe from {start} (a new lineage, not a continuation "
-                            f"of v{base.version}). Gate against {base.name} v{base.version}: {verdict['reason']}{size_note}")
+                            f"of v{base.version}).{trained_at} Gate against {base.name} v{base.version}: "
+                            f"{verdict['reason']}{size_note}")
     candidate = package_model(run / "weights" / "best.pt", card, run / "candidate" / base.name, latency_frames)
     return settle(verdict, candidate, base, ship, run, chunks=1, hours=chunk["hours"])
+
+
+def rescore_at(run: Path, imgsz: int, real: Path | None) -> dict:
+    """A recipe run's model scored again at ``imgsz``: its own synthetic val and the real dev photos."""
+    import json
+
+    from pomona.pipeline.card import scores_of
+    from pomona.pipeline.evaluate import evaluate_model
+
+    best = run / "weights" / "best.pt"
+    own_val = Path(json.loads((run / "results.json").read_text())["synthetic_val"]["data"])
+    synthetic = evaluate_model(best, own_val, "val", imgsz, run / f"eval-synthetic-val-{imgsz}")
+    real_dev = evaluate_model(best, real, "val", imgsz, run / f"eval-real-dev-{imgsz}") if real else None
+    return {"synthetic_val": scores_of(synthetic), "real_dev": scores_of(real_dev)}
 
 
 def shipped_size(base: Base, fallback: int) -> int:

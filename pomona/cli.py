@@ -259,6 +259,9 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
            from_run: Optional[Path] = typer.Option(None, "--from-run", help="release: gate a finished from-scratch "
                                                    "recipe run (e.g. runs/sim2real) as the next version instead of "
                                                    "training a chunk."),
+           imgsz: Optional[int] = typer.Option(None, "--imgsz", help="release --from-run: the input size to ship "
+                                               "the run's model at (default: its training size); it is scored and "
+                                               "exported at that size."),
            resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (its renders "
                                                                "kept, training from weights/last.pt); release "
                                                                "resumes by itself."),
@@ -267,9 +270,9 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
     if name == "release":
         if resume:
             raise PomonaError("`pomona recipe release` resumes by itself: run it again with the same --out")
-        return _recipe_release(out, hours, device, chunks, n, epochs, ship, from_run)
-    if any(v is not None for v in (hours, chunks, from_run)) or ship:
-        raise PomonaError("--hours, --chunks, --ship and --from-run belong to `pomona recipe release`")
+        return _recipe_release(out, hours, device, chunks, n, epochs, ship, from_run, imgsz)
+    if any(v is not None for v in (hours, chunks, from_run, imgsz)) or ship:
+        raise PomonaError("--hours, --chunks, --ship, --from-run and --imgsz belong to `pomona recipe release`")
     from pomona.pipeline.recipe import run_recipe
 
     overrides = {"train": {"device": device}} if device else None
@@ -279,7 +282,7 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
     typer.echo(f"report: {run_recipe(name, out, overrides=overrides, resume=resume, n=n, epochs=epochs)}")
 
 
-def _recipe_release(out, hours, device, chunks, n, epochs, ship: bool, from_run) -> None:
+def _recipe_release(out, hours, device, chunks, n, epochs, ship: bool, from_run, imgsz=None) -> None:
     """`pomona recipe release`: continue the shipped model chunk by chunk, or gate a finished run (--from-run)."""
     from pomona.pipeline.release import promote, release
 
@@ -288,7 +291,12 @@ def _recipe_release(out, hours, device, chunks, n, epochs, ship: bool, from_run)
                                         ("--device", device), ("--out", out)) if v is not None]
         if ignored:  # the run is finished: nothing would be trained, and a silently dropped flag misleads
             raise PomonaError(f"--from-run gates a finished run; {', '.join(ignored)} would have no effect")
-        verdict, how = promote(from_run, ship=ship), "a whole recipe run"
+        if imgsz is not None and not 32 <= imgsz <= 4096:
+            raise PomonaError(f"--imgsz must be between 32 and 4096 pixels, got {imgsz}")
+        verdict, how = promote(from_run, ship=ship, imgsz=imgsz), "a whole recipe run"
+    elif imgsz is not None:  # a chunk trains and ships at its recipe's train.imgsz
+        raise PomonaError("--imgsz goes with --from-run (the size to ship a finished run's model at); a release "
+                          "chunk trains and ships at its recipe's train.imgsz")
     else:
         overrides = {k: v for k, v in (("n", n), ("epochs", epochs)) if v is not None}
         verdict = release(hours=hours if hours is not None or chunks is not None else 1.0, device=device,

@@ -173,6 +173,34 @@ def test_a_from_scratch_run_is_gated_as_the_next_version(models_env, tmp_path, m
     assert "new lineage" in card["notes"] and "v1" in card["notes"]
 
 
+@pytest.mark.slow
+def test_a_run_is_shipped_at_another_input_size_when_asked(models_env, tmp_path, monkeypatch):
+    """`--from-run RUN --imgsz S`: the run's model (trained at 96 px) scored, gated and exported at 128 px, against
+    the base as it ships (96 px); the base's score at 128 px is recorded beside it."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from pomona.pipeline import release as rel
+
+    models = tmp_path / "models"
+    shutil.copytree(models_env["models"], models)
+    monkeypatch.setenv("POMONA_MODELS_DIR", str(models))
+    run = tmp_path / "s2r"
+    shutil.copytree(models_env["root"] / "s2r", run)
+    recipe = tmp_path / "gate.yaml"
+    recipe.write_text(f"model: {NAME}\nnoise_from_scratch: 0.5\n")
+    verdict = rel.promote(run, ship=False, recipe=recipe, real=models_env["real"], latency_frames=3, imgsz=128)
+    assert (verdict["candidate_imgsz"], verdict["base_imgsz"]) == (128, 96) and "base_real_mask_map50_same_size" in verdict
+    assert "at 96 px as shipped" in verdict["reason"]
+    assert (run / "eval-real-dev-128").is_dir() and (run / "eval-base-real-dev-128").is_dir()
+    card = json.loads((run / "candidate" / NAME / "card.json").read_text())
+    assert card["imgsz"] == 128 and card["scores"]["real_dev"]["imgsz"] == 128 and card["training"]["chunk_list"][0]["imgsz"] == 96
+    assert "Trained at 96 px, shipped at 128 px" in card["notes"] and "input scores" in card["notes"]
+    session = ort.InferenceSession(str(run / "candidate" / NAME / f"{NAME}.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[2:] == [128, 128]
+
+
 def test_box_only_dataset_gives_box_metrics_and_one_line(tmp_path):
     pytest.importorskip("ultralytics")
     from tests.test_export import make_random_model
@@ -258,3 +286,11 @@ def test_gate_judges_both_models_as_shipped_and_tells_the_input_size_apart():
     same = gate({"imgsz": 416, "mask": {"map50": 0.670}}, base, 0.03)  # +0.02: within the noise
     assert not same["beats"] and " px" not in same["reason"]
     assert input_size_note(same, base, base) == "" and "base_real_mask_map50_same_size" not in same
+
+
+def test_imgsz_goes_with_from_run_only(tmp_path):
+    for args, said in ((["recipe", "release", "--imgsz", "512"], "--imgsz goes with --from-run"),
+                       (["recipe", "sim2real", "--imgsz", "512"], "belong to `pomona recipe release`"),
+                       (["recipe", "release", "--from-run", str(tmp_path), "--imgsz", "9"], "between 32 and 4096")):
+        proc = _cli(args, tmp_path, tmp_path, timeout=120)
+        assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
