@@ -74,8 +74,26 @@ def build_card(name: str, version: int, chunks: list[dict], scores: dict, imgsz:
     }
 
 
+def start_kind(chunk: dict) -> str:
+    """How a chunk's training began: ``scratch`` (random weights), ``pretrained`` (weights trained elsewhere),
+    ``pretrained-layers`` (a model yaml with another checkpoint's layers) or ``continued`` (a previous chunk).
+    Cards written before the ``start`` field say it only in words (``from``), read as a fallback."""
+    if chunk.get("start"):
+        return chunk["start"]
+    said = chunk.get("from", "")
+    if said.endswith("(from scratch)"):
+        return "scratch"
+    if "with the layers of" in said:
+        return "pretrained-layers"
+    return "pretrained" if "pretrained start" in said else "continued"
+
+
+def is_pretrained(chunk: dict) -> bool:
+    return start_kind(chunk) in ("pretrained", "pretrained-layers")
+
+
 def _data_source(chunks: list[dict]) -> str:
-    if any("pretrained start" in c.get("from", "") for c in chunks):
+    if any(is_pretrained(c) for c in chunks):
         return ("procedural renderer only (no orchard photos, no hand labels of ours); the start weights were "
                 "pretrained elsewhere on hand-labelled photos (Ultralytics' COCO models: 80 everyday classes, apple among them)")
     return "procedural renderer only (no real photos, no hand labels)"
@@ -88,13 +106,13 @@ def card_markdown(card: dict) -> str:
              f"Apple instance segmentation ({card['arch']}, {card['imgsz']} px input, one class: apple), {_origin(t)} "
              f"procedurally rendered orchards with the renderer's exact masks. Commit `{card['commit']}`, "
              f"pomona {card['pomona_version']}, {card['created']}.", "", "## Scores", "",
-             "| data | images | box P | box R | box mAP50 | box mAP50-95 | mask P | mask R | mask mAP50 | mask mAP50-95 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| data | images | px | box P | box R | box mAP50 | box mAP50-95 | mask P | mask R | mask mAP50 | mask mAP50-95 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, label in (("synthetic_val", "synthetic val (own renders)"), ("real_dev", "real dev photos (Fuji-SfM, eval only)")):
         r = s.get(key)
         if r:
             cells = [f"{r[kind][k]:.3f}" if r.get(kind) else "-" for kind in ("box", "mask") for k in METRIC_KEYS]
-            lines.append(f"| {label} | {r['images']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | {r['images']} | {r.get('imgsz', '-')} | " + " | ".join(cells) + " |")
     if s.get("noise"):
         lines += ["", f"Noise: {s['noise']}"]
     lines += ["", "## Data", "",
@@ -125,9 +143,9 @@ def card_markdown(card: dict) -> str:
 
 def _origin(training: dict) -> str:
     """From random weights, or from pretrained ones (the first chunk's start names them)."""
-    first = training["chunk_list"][0]["from"] if training.get("chunk_list") else ""
-    if "pretrained start" in first:
-        return f"fine-tuned from pretrained weights ({first.split(' (')[0]}, see Training) only on"
+    first = training["chunk_list"][0] if training.get("chunk_list") else {}
+    if first and is_pretrained(first):
+        return f"fine-tuned from pretrained weights ({first['from'].split(' (')[0]}, see Training) only on"
     return "trained only on"
 
 
@@ -223,7 +241,8 @@ def chunk_from_recipe_run(run: Path) -> tuple[dict, dict]:
     epochs = _epochs_run(run, int(args["epochs"]))
     start = Path(str(results.get("train_from") or args["model"]))  # args.yaml of a resumed run names its last.pt
     pretrained = Path(results["pretrained_from"]) if results.get("pretrained_from") else None
-    chunk = {"chunk": 0, "from": describe_start(start, pretrained), "recipe": results["recipe"],
+    chunk = {"chunk": 0, "from": describe_start(start, pretrained), "start": _kind_of_start(start, pretrained),
+             "recipe": results["recipe"],
              "seeds": [seed, seed + n], "images": n, "train_images": train_images, "epochs": epochs,
              "imgsz": int(args["imgsz"]), "images_seen": train_images * epochs,
              "device": "cpu" if str(args.get("device", "cpu")) == "cpu" else str(args["device"]),
@@ -246,6 +265,12 @@ def describe_start(start: Path, pretrained: Path | None = None) -> str:
     if start.suffix not in (".yaml", ".yml"):
         return named(start)
     return f"{start.name} (from scratch)" if pretrained is None else f"{start.name} with the layers of {named(pretrained)}"
+
+
+def _kind_of_start(start: Path, pretrained: Path | None) -> str:
+    if start.suffix not in (".yaml", ".yml"):
+        return "pretrained"
+    return "scratch" if pretrained is None else "pretrained-layers"
 
 
 def _epochs_run(run: Path, planned: int) -> int:

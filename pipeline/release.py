@@ -172,7 +172,8 @@ def run_chunk(k: int, seed: int, start: Path, cfg: dict, out: Path, device: str 
 
     train_images = len(read_data_yaml(data_yaml).images("train"))
     dev = normalize_device(device)
-    return {"chunk": k, "from": Path(start).name, "recipe": "release", "seeds": [seed, seed + int(chunk_cfg["n"])],
+    return {"chunk": k, "from": Path(start).name, "start": "continued", "recipe": "release",
+            "seeds": [seed, seed + int(chunk_cfg["n"])],
             "images": int(chunk_cfg["n"]), "train_images": train_images, "epochs": int(chunk_cfg["epochs"]),
             "imgsz": imgsz, "images_seen": train_images * int(chunk_cfg["epochs"]),
             "device": "cpu" if dev == "cpu" else dev, "hours": round((time.perf_counter() - t0 + trained_before) / 3600, 4),
@@ -259,7 +260,7 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     find more small apples at 512): it is scored again at that size, its card and ``.onnx`` take it, and the
     card's latency says what the larger input costs.
     """
-    from pomona.pipeline.card import build_card, chunk_from_recipe_run, package_model, scores_of
+    from pomona.pipeline.card import build_card, chunk_from_recipe_run, package_model, scores_of, start_kind
     from pomona.pipeline.recipe import default_real, load_recipe
 
     cfg, run = load_recipe(recipe), Path(run)
@@ -275,7 +276,7 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     verdict = gate(scores["real_dev"], scores_of(base_real), noise)
     size_note = input_size_note(verdict, base_real, base_same_size)
     scores["noise"] = f"a candidate must beat the model it replaces by more than {noise} real mask mAP50 (measured noise)"
-    start = "random weights" if chunk["from"].endswith("(from scratch)") else chunk["from"]
+    start = "random weights" if start_kind(chunk) == "scratch" else chunk["from"]
     trained_at = f" Trained at {chunk['imgsz']} px, shipped at {size} px." if size != chunk["imgsz"] else ""
     card = build_card(base.name, base.version + 1, [chunk], scores, size, chunk["recipe"],
                       notes=f"Trained by the `{chunk['recipe']}` recipe from {start} (a new lineage, not a continuation "

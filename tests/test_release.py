@@ -294,3 +294,16 @@ def test_imgsz_goes_with_from_run_only(tmp_path):
                        (["recipe", "release", "--from-run", str(tmp_path), "--imgsz", "9"], "between 32 and 4096")):
         proc = _cli(args, tmp_path, tmp_path, timeout=120)
         assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_chunks_start_is_read_from_its_field_or_from_an_older_cards_words():
+    from pomona.pipeline.card import _data_source, is_pretrained, start_kind
+
+    assert start_kind({"start": "scratch", "from": "anything"}) == "scratch"
+    # the cards shipped before the field (v1-v5) say it only in words
+    assert start_kind({"from": "yolo11n-seg.yaml (from scratch)"}) == "scratch"
+    assert start_kind({"from": "yolov8n-seg.pt (pretrained start, sha256 d39e867b2c3a5dbc)"}) == "pretrained"
+    assert start_kind({"from": "yolo11n-seg.yaml with the layers of x.pt (pretrained start, sha256 0)"}) == "pretrained-layers"
+    assert start_kind({"from": "best.pt"}) == "continued"
+    assert is_pretrained({"start": "pretrained-layers"}) and not is_pretrained({"start": "continued"})
+    assert "COCO" in _data_source([{"start": "pretrained"}]) and "COCO" not in _data_source([{"start": "scratch"}])
