@@ -277,13 +277,22 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     size_note = input_size_note(verdict, base_real, base_same_size)
     scores["noise"] = f"a candidate must beat the model it replaces by more than {noise} real mask mAP50 (measured noise)"
     start = "random weights" if start_kind(chunk) == "scratch" else chunk["from"]
+    lineage = (f"the run v{base.version} came from: the same weights" if same_run(base, chunk)
+               else f"a new lineage, not a continuation of v{base.version}")
     trained_at = f" Trained at {chunk['imgsz']} px, shipped at {size} px." if size != chunk["imgsz"] else ""
     card = build_card(base.name, base.version + 1, [chunk], scores, size, chunk["recipe"],
-                      notes=f"Trained by the `{chunk['recipe']}` recipe from {start} (a new lineage, not a continuation "
-                            f"of v{base.version}).{trained_at} Gate against {base.name} v{base.version}: "
-                            f"{verdict['reason']}{size_note}")
+                      notes=f"Trained by the `{chunk['recipe']}` recipe from {start} ({lineage}).{trained_at} "
+                            f"Gate against {base.name} v{base.version}: {verdict['reason']}{size_note}")
     candidate = package_model(run / "weights" / "best.pt", card, run / "candidate" / base.name, latency_frames)
     return settle(verdict, candidate, base, ship, run, chunks=1, hours=chunk["hours"])
+
+
+def same_run(base: Base, chunk: dict) -> bool:
+    """Is the recipe run's model the base itself (the base's one chunk: same recipe, renders, epochs and
+    hours)? Then a ``--from-run`` candidate differs from it only in its input size."""
+    keys = ("recipe", "seeds", "epochs", "hours", "from")
+    history = base.card.get("training", {}).get("chunk_list") or []
+    return len(history) == 1 and all(history[0].get(k) == chunk.get(k) for k in keys)
 
 
 def rescore_at(run: Path, imgsz: int, real: Path | None) -> dict:

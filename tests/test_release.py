@@ -156,6 +156,9 @@ def test_a_from_scratch_run_is_gated_as_the_next_version(models_env, tmp_path, m
     monkeypatch.setenv("POMONA_MODELS_DIR", str(models))
     run = tmp_path / "s2r"
     shutil.copytree(models_env["root"] / "s2r", run)
+    results = json.loads((run / "results.json").read_text())
+    results["seconds"]["total"] += 60.0  # another run than the one v1 came from (a copy of it would be v1 itself)
+    (run / "results.json").write_text(json.dumps(results))
     recipe = tmp_path / "gate.yaml"
     recipe.write_text(f"model: {NAME}\nnoise: 0.0\nnoise_from_scratch: 0.5\n")  # a whole run's own noise
     kept = rel.promote(run, ship=True, recipe=recipe, real=models_env["real"], latency_frames=3)
@@ -197,6 +200,7 @@ def test_a_run_is_shipped_at_another_input_size_when_asked(models_env, tmp_path,
     card = json.loads((run / "candidate" / NAME / "card.json").read_text())
     assert card["imgsz"] == 128 and card["scores"]["real_dev"]["imgsz"] == 128 and card["training"]["chunk_list"][0]["imgsz"] == 96
     assert "Trained at 96 px, shipped at 128 px" in card["notes"] and "input scores" in card["notes"]
+    assert "the run v1 came from: the same weights" in card["notes"]  # v1 is this very run
     session = ort.InferenceSession(str(run / "candidate" / NAME / f"{NAME}.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[2:] == [128, 128]
 
