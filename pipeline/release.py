@@ -256,9 +256,9 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     (``score_base``), and the candidate replaces it only when ahead by more than the recipe's noise. The card's
     history is the run's own (a new lineage); its notes name the model it replaced.
 
-    ``imgsz`` ships the run's model at another input size than it was trained at (a model trained at 416 px may
-    find more small apples at 512): it is scored again at that size, its card and ``.onnx`` take it, and the
-    card's latency says what the larger input costs.
+    The model ships at the size the run evaluated it at (its recipe's ``evaluate.imgsz``; ``sim2real-coco`` trains
+    at 416 px and evaluates at 512, where a small apple keeps more pixels), or at ``imgsz``: scored again at that
+    size. The card and ``.onnx`` take the size, and the card's latency says what it costs.
     """
     from pomona.pipeline.card import build_card, chunk_from_recipe_run, package_model, scores_of, start_kind
     from pomona.pipeline.recipe import default_real, load_recipe
@@ -267,8 +267,9 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     base = load_base(str(cfg["model"]))
     chunk, scores = chunk_from_recipe_run(run)
     real = Path(real) if real else default_real()
-    size = int(imgsz or chunk["imgsz"])
-    if size != chunk["imgsz"]:
+    evaluated = int((scores.get("real_dev") or scores["synthetic_val"])["imgsz"])  # the recipe's evaluate.imgsz
+    size = int(imgsz or evaluated)
+    if size != evaluated:
         scores = rescore_at(run, size, real)
     base_real, base_same_size = score_base(base, real, size, run)
     # a whole from-scratch run varies less than a short chunk from a trained model: its own measured noise
