@@ -632,8 +632,9 @@ def _header_and_model_controls(models: list[str], chosen: Path) -> SimpleNamespa
 
     gr.Markdown(
         "## pomona: apple instance segmentation\n"
-        "A YOLO11-seg model trained only on synthetic, automatically labelled orchards, running on pomona's "
-        "edge runtime (the same code as on the robot). Nothing leaves this machine."
+        "A YOLO segmentation model whose apples it learnt only from rendered, automatically labelled orchards "
+        "(no orchard photo, no hand-drawn label), running on pomona's edge runtime (the same code as on the "
+        "robot). Nothing leaves this machine."
     )
     with gr.Row():
         model_box = gr.Dropdown(models, value=str(chosen), label="Model", allow_custom_value=False, scale=3)
