@@ -632,7 +632,7 @@ def _header_and_model_controls(models: list[str], chosen: Path) -> SimpleNamespa
 
     gr.Markdown(
         "## pomona: apple instance segmentation\n"
-        "A YOLO segmentation model whose apples it learnt only from rendered, automatically labelled orchards "
+        "A YOLO segmentation model that learnt apples only from rendered, automatically labelled orchards "
         "(no orchard photo, no hand-drawn label), running on pomona's edge runtime (the same code as on the "
         "robot). Nothing leaves this machine."
     )
