@@ -262,12 +262,15 @@ def describe_start(start: Path, pretrained: Path | None = None) -> str:
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else "file not found here"
         return f"{weights.name} (pretrained start, sha256 {digest})"
 
-    if start.suffix not in (".yaml", ".yml"):
+    kind = _kind_of_start(start, pretrained)
+    if kind == "pretrained":
         return named(start)
-    return f"{start.name} (from scratch)" if pretrained is None else f"{start.name} with the layers of {named(pretrained)}"
+    return f"{start.name} (from scratch)" if kind == "scratch" else f"{start.name} with the layers of {named(pretrained)}"
 
 
 def _kind_of_start(start: Path, pretrained: Path | None) -> str:
+    """A recipe run's start as the card's ``start`` field: weights, a model yaml alone, or a yaml with the layers
+    of ``pretrained`` (``describe_start`` puts the same decision into words)."""
     if start.suffix not in (".yaml", ".yml"):
         return "pretrained"
     return "scratch" if pretrained is None else "pretrained-layers"

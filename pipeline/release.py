@@ -263,6 +263,9 @@ def promote(run: Path, ship: bool = False, recipe: str | Path = "release", real:
     from pomona.pipeline.card import build_card, chunk_from_recipe_run, package_model, scores_of, start_kind
     from pomona.pipeline.recipe import default_real, load_recipe
 
+    # before any evaluation: the export at the end takes only multiples of its 32-px stride
+    if imgsz is not None and (imgsz % 32 or not 32 <= imgsz <= 4096):
+        raise PomonaError(f"--imgsz must be a multiple of 32 between 32 and 4096 pixels, got {imgsz}")
     cfg, run = load_recipe(recipe), Path(run)
     base = load_base(str(cfg["model"]))
     chunk, scores = chunk_from_recipe_run(run)

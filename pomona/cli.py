@@ -260,8 +260,8 @@ def recipe(name: str = typer.Argument(..., help="Recipe name: sim2real, quicksta
                                                    "recipe run (e.g. runs/sim2real) as the next version instead of "
                                                    "training a chunk."),
            imgsz: Optional[int] = typer.Option(None, "--imgsz", help="release --from-run: the input size to ship "
-                                               "the run's model at (default: its training size); it is scored and "
-                                               "exported at that size."),
+                                               "the run's model at (default: the size the run evaluated it at); it "
+                                               "is scored and exported at that size."),
            resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (its renders "
                                                                "kept, training from weights/last.pt); release "
                                                                "resumes by itself."),
@@ -291,8 +291,6 @@ def _recipe_release(out, hours, device, chunks, n, epochs, ship: bool, from_run,
                                         ("--device", device), ("--out", out)) if v is not None]
         if ignored:  # the run is finished: nothing would be trained, and a silently dropped flag misleads
             raise PomonaError(f"--from-run gates a finished run; {', '.join(ignored)} would have no effect")
-        if imgsz is not None and not 32 <= imgsz <= 4096:
-            raise PomonaError(f"--imgsz must be between 32 and 4096 pixels, got {imgsz}")
         verdict, how = promote(from_run, ship=ship, imgsz=imgsz), "a whole recipe run"
     elif imgsz is not None:  # a chunk trains and ships at its recipe's train.imgsz
         raise PomonaError("--imgsz goes with --from-run (the size to ship a finished run's model at); a release "
