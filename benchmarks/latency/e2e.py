@@ -12,8 +12,9 @@ Setup: 60 frames rendered by `pomona generate DIR --n 60 --seed S` (640x640), th
 
 plus pomona with its measured choices switched one at a time: one frame at a time on both cores instead of
 one frame per core (POMONA_FRAMES_AT_ONCE=1), the same with ONNX Runtime's threads spinning, and
-post-processing inline instead of in its own thread (POMONA_PIPELINE=0). Commands run round-robin (A B C A B C ...) so load from
-other jobs hits all of them alike; medians of --reps repetitions; ratios are paired within a repetition.
+post-processing inline instead of in its own thread (POMONA_PIPELINE=0). Commands run round-robin, every other
+repetition in reverse (A B C, C B A, ...; each command's 60-frame and 1-frame runs swap too), so load from
+other jobs and a drifting machine hit all of them alike; medians of --reps repetitions; ratios are paired within a repetition.
 A second reading, best of the repetitions: (fastest t60 - fastest t1) / 59 per command. Load from other jobs
 only ever adds time, and Ultralytics' start-up (4-5 s against its 2-3 s of frames) swings by more than a
 second, so a paired difference inherits that swing; the fastest runs are each command on a quiet machine.
@@ -121,16 +122,20 @@ def wall(cmd: list[str], env: dict) -> float:
 
 
 def measure(s: dict, source: str, labels: list[str], reps: int, imgsz: int, conf: float, work: Path) -> dict:
-    """ms per frame of each command, round-robin over ``reps`` repetitions."""
+    """ms per frame of each command, round-robin over ``reps`` repetitions (A B C, then C B A, ...)."""
     many, one = s[source]
     jsonl = work / "x.jsonl"
     cmd_many, cmd_one = commands(s, many, imgsz, conf, jsonl), commands(s, one, imgsz, conf, jsonl)
     per = {label: [] for label in labels}
     raw = {label: [] for label in labels}
     for rep in range(reps):
-        for label in labels:
-            t_many = wall(*cmd_many[label])
-            t_one = wall(*cmd_one[label])
+        # every other repetition runs the commands, and each command's two runs, in reverse (A B B A): a machine
+        # that slows down or speeds up over the benchmark then shifts both runs of a pair alike, not only one
+        for label in (labels if rep % 2 == 0 else labels[::-1]):
+            if rep % 2 == 0:
+                t_many, t_one = wall(*cmd_many[label]), wall(*cmd_one[label])
+            else:
+                t_one, t_many = wall(*cmd_one[label]), wall(*cmd_many[label])
             per[label].append((t_many - t_one) / (s["frames"] - 1) * 1e3)
             raw[label].append([round(t_many, 3), round(t_one, 3)])
             print(f"{source} rep {rep + 1}/{reps} {label}: {per[label][-1]:.1f} ms/frame", file=sys.stderr, flush=True)
@@ -161,6 +166,36 @@ def long_reading(a: argparse.Namespace, work: Path) -> dict:
         out["sources"][src] = measure(s, src, ["pomona run", *BASELINES], a.long_reps, a.imgsz, a.conf, long_work)
     out["load_after"] = list(os.getloadavg())
     return out
+
+
+ORT_FLOOR = """
+import glob, json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import cv2
+from pomona.edge.backends import OnnxBackend
+from pomona.edge.processing import letterbox, to_blob
+from pomona.machine import cpu_cores
+model, folder, imgsz = sys.argv[1], sys.argv[2], int(sys.argv[3])
+k = cpu_cores()
+backend = OnnxBackend(__import__("pathlib").Path(model), threads=1 if k > 1 else None)
+blobs = [to_blob(letterbox(cv2.imread(f), (imgsz, imgsz))[0]) for f in sorted(glob.glob(folder + "/*.jpg"))]
+best = float("inf")
+with ThreadPoolExecutor(k) as pool:
+    for rep in range(4):
+        t0 = time.perf_counter()
+        list(pool.map(backend, blobs))
+        best = min(best, (time.perf_counter() - t0) / len(blobs) * 1e3) if rep else best
+print(json.dumps({"ms_per_frame": round(best, 2), "frames_at_once": k}))
+"""
+
+
+def ort_floor(s: dict, imgsz: int) -> dict:
+    """The bare model as pomona runs it on files: ONNX Runtime's ``session.run`` alone, one frame per core, on
+    blobs prepared in advance (best of 3 passes over the frames, after one warm-up pass), in a child. What
+    pomona run's whole command adds to this is decoding, pre- and post-processing, JSONL and threads."""
+    proc = subprocess.run([PY, "-c", ORT_FLOOR, s["onnx"], s["folder"][0], str(imgsz)], capture_output=True,
+                          text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def tail(s: dict, frames: int, conf: float, imgsz: int) -> dict:
@@ -232,6 +267,7 @@ def markdown(e: dict) -> str:
              f"Load average before / after: {' '.join(f'{v:.1f}' for v in e['load_before'])} / "
              f"{' '.join(f'{v:.1f}' for v in e['load_after'])}. {e.get('note', '')}".rstrip(), ""]
     lines += _reading_lines(e["sources"], e["frames"], e["reps"])
+    lines += _floor_lines(e)
     if e.get("long"):
         lg = e["long"]
         lines += ["", f"The same method on {lg['frames']} frames (`--long-frames {lg['frames']}`, {lg['reps']} repetitions, "
@@ -269,6 +305,20 @@ def _reading_lines(by_source: dict, frames: int, reps: int) -> list[str]:
             lines.append(f"- {src}, vs {b}: **{r['median']:.2f}x** ({r['min']:.2f}-{r['max']:.2f}); target "
                          f"{target}x: {ok}. Best of {reps}: **{b_ratio:.2f}x**, {b_ok}")
     return lines
+
+
+def _floor_lines(e: dict) -> list[str]:
+    """How close pomona run comes to the bare model (ONNX Runtime alone), when that was measured."""
+    f = e.get("ort_floor")
+    if not f:
+        return []
+    ours = {src: res["median_ms"]["pomona run"] for src, res in e["sources"].items()}
+    over = ", ".join(f"{src} {ms:.1f} ms (+{ms - f['ms_per_frame']:.1f})" for src, ms in ours.items())
+    return ["", f"For scale, the bare model as pomona runs it (ONNX Runtime's `session.run` alone, {f['frames_at_once']} "
+            f"frames at a time, blobs prepared in advance, same frames): **{f['ms_per_frame']:.1f} ms per frame**. "
+            f"pomona run's whole command: {over}: decoding, letterboxing, masks at source resolution, polygons and "
+            "JSONL, on the same two cores. Ultralytics' .onnx command adds its own pre- and post-processing to the "
+            "same model, one frame at a time."]
 
 
 def _tail_lines(t: dict | None) -> list[str]:
@@ -332,6 +382,7 @@ def main() -> None:
     for src in a.sources.split(","):
         labels = (list(VARIANTS) if src in a.variants.split(",") else ["pomona run"]) + list(BASELINES)
         e["sources"][src] = measure(s, src, labels, a.reps, a.imgsz, a.conf, work)
+    e["ort_floor"] = ort_floor(s, a.imgsz)
     e.pop("long", None)
     if a.long_frames:
         e["long"] = long_reading(a, work)
