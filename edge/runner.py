@@ -60,7 +60,9 @@ class _JsonlWriter:
             raise _write_error(self.path, e) from None
         self.size += done
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Closed with whole lines only; a run that ``failed`` before its first line leaves no file at all (an
+        empty JSONL would read as a run that saw no frames)."""
         try:  # an interrupt between os.write and the bookkeeping above may leave a torn tail: cut it
             end = os.fstat(self.fd).st_size
             if end > self.size:
@@ -70,6 +72,9 @@ class _JsonlWriter:
             pass  # best effort: closing must not mask the error that ended the run
         finally:
             os.close(self.fd)
+        if failed and self.size == 0:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
 
 def _write_error(path: Path, e: OSError) -> PomonaError:
@@ -209,8 +214,8 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
         out = Path("runs/edge")
     prepare = _prepare_step(predictor)
     src = FrameSource(source, **{"prepare": prepare, **(source_kwargs or {})})
-    writer = _JsonlWriter(Path(jsonl)) if jsonl else None
     drawn = _AnnotatedOutput(Path(out), save_video, source, src.fps, tracker is not None) if out is not None else None
+    writer = _JsonlWriter(Path(jsonl)) if jsonl else None
     finish = _FrameFinisher(predictor, src, tracker, depth_in, writer, drawn, polygons, quiet)
     sink = FrameSink(finish, threaded=predictor.staged and pipelined(), depth=predictor.frames_at_once + 1)
     infer = Inference(predictor)
@@ -304,12 +309,12 @@ class _FrameFinisher:
                                                                              **self.depth_in.last_timings}
         self.writer.write(frame_record(frame.index, frame.timestamp, inst, frame.name, timings, self.polygons, extra))
 
-    def close(self) -> None:
-        """The depth input and the outputs, in that order."""
+    def close(self, failed: bool = False) -> None:
+        """The depth input and the outputs, in that order (``failed``: the run is ending with an error)."""
         if self.depth_in is not None:
             self.depth_in.close()
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close(failed)
         if self.drawn is not None:
             self.drawn.close()
 
@@ -320,6 +325,7 @@ def _frame_loop(src: FrameSource, prepare, infer: Inference, sink: FrameSink, fi
     SIGTERM; everything closed on the way out. Returns (the signal that stopped it or None, skipped files named)."""
     submitted = named_skips = 0
     stopped_by = None
+    failed = True  # until the loop ends without an error
     with _sigterm_ends_run() as signalled, steady_heap(), opencv_in_one_thread():
         try:
             for frame in src:
@@ -330,24 +336,26 @@ def _frame_loop(src: FrameSource, prepare, infer: Inference, sink: FrameSink, fi
                 if max_frames is not None and submitted >= max_frames:
                     break
             sink.close()  # the frames still in the sink get their outputs; its error (a full disk) is the run's
+            failed = False
         except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, above) is how a live run ends: finish the outputs cleanly
             stopped_by = signalled[0] if signalled else "SIGINT"
             sink.close()
+            failed = False
         finally:
-            _close_after_loop(src, infer, sink, finish, quiet)
+            _close_after_loop(src, infer, sink, finish, quiet, failed)
     return stopped_by, named_skips
 
 
 def _close_after_loop(src: FrameSource, infer: Inference, sink: FrameSink, finish: _FrameFinisher,
-                      quiet: bool) -> None:
-    """Sink, inference, source and outputs closed in this order, whatever ended the loop."""
+                      quiet: bool, failed: bool) -> None:
+    """Sink, inference, source and outputs closed in this order, whatever ended the loop (``failed``: an error)."""
     with contextlib.suppress(Exception):  # already ending with an error: that one is the run's
         sink.close()
     infer.close()
     if not quiet and finish.fps.n_last:  # end the live FPS line, so an error or the summary starts a line
         print("", file=sys.stderr)
     src.close()
-    finish.close()
+    finish.close(failed)
 
 
 def _summary(model: str | Path, predictor: Predictor, src: FrameSource, finish: _FrameFinisher,

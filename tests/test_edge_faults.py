@@ -92,9 +92,11 @@ def test_a_folder_of_only_unreadable_images_is_one_error(model_files, tmp_path):
     folder.mkdir()
     (folder / "a.jpg").write_bytes(b"")
     (folder / "b.jpg").write_text("nope")
-    proc = _cli(str(model_files["onnx"]), "--source", str(folder))
+    jsonl = tmp_path / "r.jsonl"
+    proc = _cli(str(model_files["onnx"]), "--source", str(folder), "--jsonl", str(jsonl))
     assert proc.returncode == 2
     assert _one_error_line(proc.stderr).startswith(f"error: none of the 2 images in {folder} could be read")
+    assert not jsonl.exists()  # an empty JSONL would read as a run that saw no frames
     with pytest.raises(PomonaError, match="cannot read image .*a.jpg: empty file"):
         list(FrameSource(str(folder / "a.jpg")))
 
@@ -225,3 +227,40 @@ def test_sigkill_leaves_only_complete_lines(model_files, many_frames, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     records = _records(jsonl)
     assert 3 <= len(records) < 300 and [r["frame"] for r in records] == list(range(len(records)))
+
+
+# --- the benchmark's table (benchmarks/reliability/files.py) -----------------------------------------------------
+def _files_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/reliability/files.py"
+    spec = importlib.util.spec_from_file_location("pomona_reliability_files_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_file_faults_benchmark_rows(model_files, frames_dir, tmp_path):
+    """The benchmark's own judgement on three of its faults: a row that passes for the right reason, and a
+    row that fails when the outcome is wrong (a run whose error printed a traceback)."""
+    files = _files_benchmark()
+    ctx = files.Ctx(model_files["onnx"], tmp_path, sorted(frames_dir.glob("*.jpg")))
+    rows = [files.fault_bad_images(ctx), files.fault_cut_model(ctx), files.fault_sigterm(ctx)]
+    assert [r["ok"] for r in rows] == [True, True, True], rows
+    bad, cut, term = rows
+    assert bad["skipped"] == len(files.bad_files(ctx.images[0])) and bad["lost"] == 0 and bad["jsonl_lines"] == 4
+    assert cut["exit"] == 2 and cut["error"].startswith("error: cannot load ONNX model")
+    assert term["exit"] == 143 and term["lost"] == 0 and term["torn"] == 0 and 20 <= term["frames"] < files.LONG
+    table = "\n".join(files.markdown({"machine": {"cpus": 2, "python": "3", "opencv": "5"}, "model": "m",
+                                      "command": "c", "faults": rows}))
+    assert table.count("\n| ") == 1 + len(rows) and "**failed**" not in table  # the header, then a row each
+    traceback = files.Run(2, "", "Traceback (most recent call last):\n  ...\nValueError: boom\n", 0.1)
+    assert traceback.error_line.startswith("TRACEBACK")
+    assert files.read_lines(_torn(tmp_path)) == ([{"frame": 0}], 1)
+
+
+def _torn(tmp_path: Path) -> Path:
+    path = tmp_path / "torn.jsonl"
+    path.write_text('{"frame": 0}\n{"frame": 1, "app')
+    return path

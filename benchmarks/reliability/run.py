@@ -28,7 +28,8 @@ Faults: server killed and restarted, server gone for good, stream stalled (3 s, 
 resolution changed mid-stream and at a restart, SIGTERM while the stream is stalled. The short ones are
 also tests in tests/test_reliability.py (restart, gone, stall, resize, sigterm_stall).
 
-Writes results.json, results.md and soak.png into --out (default: next to this script).
+Writes results.json, results.md and soak.png into --out (default: next to this script). Bad files, a full
+disk and signals are files.py's; its section (from files.json) closes results.md.
 """
 
 from __future__ import annotations
@@ -930,7 +931,7 @@ Measured, not changed:
 def write_report(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    lines = ["# Reliability: soak and camera faults", ""]
+    lines = ["# Reliability: soak, camera faults, bad files and signals", ""]
     if results.get("note"):
         lines += [results["note"], ""]
     lines += _setup_section(results)
@@ -938,7 +939,17 @@ def write_report(results: dict, out: Path) -> None:
         lines += _soak_section(results)
     if results.get("faults"):
         lines += _faults_section(results)
+    lines += _files_section(out)
     (out / "results.md").write_text("\n".join(lines).rstrip() + "\n")
+
+
+def _files_section(out: Path) -> list[str]:
+    """files.py's section (bad files, a full disk, signals), when that benchmark has run into ``out``."""
+    spec = importlib.util.spec_from_file_location("pomona_reliability_files", HERE / "files.py")
+    files = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = files  # dataclasses look their module up there
+    spec.loader.exec_module(files)
+    return ["", *files.section(out)]
 
 
 def _setup_section(results: dict) -> list[str]:
