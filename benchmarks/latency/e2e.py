@@ -168,6 +168,50 @@ def long_reading(a: argparse.Namespace, work: Path) -> dict:
     return out
 
 
+def replicate(a: argparse.Namespace, s: dict, work: Path, out_json: Path) -> None:
+    """--replicate: the same reading once more (pomona run and the baselines, each source), kept in e2e.json
+    beside the first, for a pooled median over every repetition."""
+    e = json.loads(out_json.read_text())
+    if (e["frames"], e["imgsz"], e["conf"], e["seed"]) != (s["frames"], a.imgsz, a.conf, a.seed):
+        raise SystemExit("--replicate needs the frames, imgsz, conf and seed of the reading in e2e.json")
+    rep = {"command": "python benchmarks/latency/e2e.py " + " ".join(sys.argv[1:]), "reps": a.reps, "note": a.note,
+           "load_before": list(os.getloadavg()), "sources": {}}
+    for src in a.sources.split(","):
+        rep["sources"][src] = measure(s, src, ["pomona run", *BASELINES], a.reps, a.imgsz, a.conf, work)
+    rep["load_after"] = list(os.getloadavg())
+    e.setdefault("replications", []).append(rep)
+    out_json.write_text(json.dumps(e, indent=2) + "\n")
+    write_results_md(e)
+    print("\n".join(_replication_lines(e)))
+
+
+def _replication_lines(e: dict) -> list[str]:
+    """Each replication's ratios, then the pooled median of every repetition's paired ratio, with its quartiles."""
+    reps = e.get("replications") or []
+    if not reps:
+        return []
+    lines = ["", f"The {e['frames']}-frame reading repeated (`--replicate`), same frames and models, later the same day:", ""]
+    for i, r in enumerate(reps, 1):
+        ratios = "; ".join(f"{src} {rr['ratio_vs_pomona'][b]['median']:.2f}x vs {b.split()[-1]}"
+                           + ("" if rr["ratio_vs_pomona"][b]["median"] >= (1.4 if b.endswith(".onnx") else 2.5)
+                              else " (**below** its target)")
+                           for src, rr in r["sources"].items() for b in BASELINES)
+        lines.append(f"- replication {i} ({r['reps']} repetitions, load {r['load_before'][0]:.1f} before): {ratios}")
+    lines += ["", f"Pooled, every repetition of the {1 + len(reps)} runs (median of the paired ratios, quartiles, share of "
+              "repetitions at or above the target):", ""]
+    for src in e["sources"]:
+        runs = [e["sources"][src]] + [r["sources"][src] for r in reps if src in r["sources"]]
+        for b in BASELINES:
+            ratios = [u / p for res in runs for u, p in zip(res["ms_per_frame"][b], res["ms_per_frame"]["pomona run"])]
+            q1, q2, q3 = statistics.quantiles(ratios, n=4)
+            target = 1.4 if b.endswith(".onnx") else 2.5
+            share = sum(r >= target for r in ratios) / len(ratios)
+            ok = "met" if statistics.median(ratios) >= target else "**missed**"
+            lines.append(f"- {src}, vs {b}: **{statistics.median(ratios):.2f}x** (quartiles {q1:.2f}-{q3:.2f}, "
+                         f"{len(ratios)} repetitions, {share:.0%} at or above {target}x); target: {ok}")
+    return lines
+
+
 ORT_FLOOR = """
 import glob, json, sys, time
 from concurrent.futures import ThreadPoolExecutor
@@ -273,6 +317,7 @@ def markdown(e: dict) -> str:
              f"Load average before / after: {' '.join(f'{v:.1f}' for v in e['load_before'])} / "
              f"{' '.join(f'{v:.1f}' for v in e['load_after'])}. {e.get('note', '')}".rstrip(), ""]
     lines += _reading_lines(e["sources"], e["frames"], e["reps"])
+    lines += _replication_lines(e)
     lines += _floor_lines(e)
     if e.get("long"):
         lg = e["long"]
@@ -366,6 +411,9 @@ def main() -> None:
     p.add_argument("--tail-frames", type=int, default=300, help="0: skip the tail-latency run")
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--merge", action="store_true", help="keep sources already in e2e.json that this run skips")
+    p.add_argument("--replicate", action="store_true",
+                   help="only the --frames reading of pomona run and the baselines again, added to e2e.json as a "
+                        "replication (the report pools every repetition)")
     p.add_argument("--note", default="")
     p.add_argument("--from-json", action="store_true", help="only rewrite results.md and e2e.png from e2e.json")
     a = p.parse_args()
@@ -379,7 +427,11 @@ def main() -> None:
 
     work = a.work or Path(tempfile.mkdtemp(prefix="pomona-e2e-"))
     s = setup(work, a.model, a.imgsz, a.frames, a.seed)
+    if a.replicate:
+        replicate(a, s, work, out_json)
+        return
     e = json.loads(out_json.read_text()) if a.merge and out_json.exists() else {"sources": {}}
+    e.pop("replications", None)  # they repeated the reading this run replaces
     e.update({"command": "python benchmarks/latency/e2e.py " + " ".join(sys.argv[1:]), "machine": machine_info(),
               "imgsz": a.imgsz, "conf": a.conf, "frames": s["frames"], "frame_size": s["frame_size"], "seed": a.seed,
               "reps": a.reps, "onnx_note": s["onnx_note"], "pt": s["pt"], "note": a.note,
