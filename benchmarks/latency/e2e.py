@@ -23,6 +23,10 @@ command's start-up swing is then spread over N - 1 frames instead of 59, so the 
 steadier. Then the stage percentiles of the default pomona configuration (edge.bench: model = pre + infer + post,
 render = drawing) over --tail-frames frames, for tail latency.
 
+With --replicate, only the 60-frame reading of pomona run and the baselines once more, kept beside the first
+in e2e.json; the report then gives each run's ratios and the median over every repetition of all runs (a single
+repetition swings 1.0-3.0x with Ultralytics' start-up, so the pooled median is the steadier verdict).
+
 Writes e2e.json and e2e.png here and rewrites results.md (run.py's tables from results.json, then this section).
 """
 
