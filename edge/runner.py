@@ -214,8 +214,8 @@ def run(model: str | Path, source: str, conf: float = 0.25, iou: float = 0.7, im
         out = Path("runs/edge")
     prepare = _prepare_step(predictor)
     src = FrameSource(source, **{"prepare": prepare, **(source_kwargs or {})})
-    drawn = _AnnotatedOutput(Path(out), save_video, source, src.fps, tracker is not None) if out is not None else None
     writer = _JsonlWriter(Path(jsonl)) if jsonl else None
+    drawn = _AnnotatedOutput(Path(out), save_video, source, src.fps, tracker is not None) if out is not None else None
     finish = _FrameFinisher(predictor, src, tracker, depth_in, writer, drawn, polygons, quiet)
     sink = FrameSink(finish, threaded=predictor.staged and pipelined(), depth=predictor.frames_at_once + 1)
     infer = Inference(predictor)

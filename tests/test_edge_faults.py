@@ -242,8 +242,8 @@ def _files_benchmark():
 
 
 def test_file_faults_benchmark_rows(model_files, frames_dir, tmp_path):
-    """The benchmark's own judgement on three of its faults: a row that passes for the right reason, and a
-    row that fails when the outcome is wrong (a run whose error printed a traceback)."""
+    """The benchmark's own judgement on three of its faults, and a row that fails when the outcome is wrong: a
+    "broken model" fault given a good model runs to the end (exit 0) and leaves a JSONL."""
     files = _files_benchmark()
     ctx = files.Ctx(model_files["onnx"], tmp_path, sorted(frames_dir.glob("*.jpg")))
     rows = [files.fault_bad_images(ctx), files.fault_cut_model(ctx), files.fault_sigterm(ctx)]
@@ -255,6 +255,10 @@ def test_file_faults_benchmark_rows(model_files, frames_dir, tmp_path):
     table = "\n".join(files.markdown({"machine": {"cpus": 2, "python": "3", "opencv": "5"}, "model": "m",
                                       "command": "c", "faults": rows}))
     assert table.count("\n| ") == 1 + len(rows) and "**failed**" not in table  # the header, then a row each
+    wrong = files._error_row("not_broken", "a good model", ctx, frames_dir, model_files["onnx"])
+    assert wrong["exit"] == 0 and wrong["ok"] is False
+    assert "**failed**" in "\n".join(files.markdown({"machine": {"cpus": 2, "python": "3", "opencv": "5"},
+                                                     "model": "m", "command": "c", "faults": [wrong]}))
     traceback = files.Run(2, "", "Traceback (most recent call last):\n  ...\nValueError: boom\n", 0.1)
     assert traceback.error_line.startswith("TRACEBACK")
     assert files.read_lines(_torn(tmp_path)) == ([{"frame": 0}], 1)
