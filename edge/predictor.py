@@ -140,10 +140,10 @@ class Predictor:
         if len(det.boxes) == 0:
             return Instances.empty(size)
         boxes = P.scale_boxes(det.boxes, lb)
-        masks = P.box_masks(protos.astype(np.float32, copy=False), det.coeffs, boxes, lb)
-        # Ultralytics drops detections whose mask came out empty; so do we (checked inside the box only)
-        keep = [i for i, b in enumerate(boxes) if masks[i, int(b[1]):int(np.ceil(b[3])), int(b[0]):int(np.ceil(b[2]))].any()]
-        if len(keep) < len(boxes):
+        masks, filled = P.box_masks(protos.astype(np.float32, copy=False), det.coeffs, boxes, lb)
+        # Ultralytics drops detections whose mask came out empty; so do we
+        if not filled.all():
+            keep = np.flatnonzero(filled)
             boxes, masks = boxes[keep], masks[keep]
             det.scores, det.class_ids = det.scores[keep], det.class_ids[keep]
         return Instances(boxes, masks, det.scores, det.class_ids, size)
