@@ -49,17 +49,21 @@ class Run:
 
     @property
     def error_line(self) -> str:
-        """The run's one line of error ("" when it printed none); a traceback is returned whole."""
+        """The run's one line of error ("" when it printed none); after a traceback, its last line marked TRACEBACK."""
         if "Traceback" in self.stderr:
             return "TRACEBACK: " + self.stderr.strip().splitlines()[-1]
         last = self.stderr.strip().splitlines()[-1] if self.stderr.strip() else ""
         return last if last.startswith("error: ") else ""
 
 
-def pomona_run(model: Path, source: Path, jsonl: Path, *extra: str, timeout: float = 300) -> Run:
+def command(model: Path, source: Path, jsonl: Path) -> list[str]:
+    """The command every fault runs: `pomona run` with JSON Lines and the summary as JSON."""
+    return [*POMONA, "run", str(model), "--source", str(source), "--jsonl", str(jsonl), "--json", "--conf", "0.25"]
+
+
+def pomona_run(model: Path, source: Path, jsonl: Path, timeout: float = 300) -> Run:
     t0 = time.perf_counter()
-    proc = subprocess.run([*POMONA, "run", str(model), "--source", str(source), "--jsonl", str(jsonl), "--json",
-                           "--conf", "0.25", *extra], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(command(model, source, jsonl), capture_output=True, text=True, timeout=timeout)
     return _finished(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0)
 
 
@@ -291,8 +295,7 @@ def fault_disk_full(c: Ctx) -> dict:
     if why:
         return {"name": "disk_full", "tried": tried, "ok": None, "outcome": f"not run: cannot mount a tmpfs ({why})"}
     jsonl = disk / "r.jsonl"
-    cli = " ".join([*POMONA, "run", str(c.model), "--source", str(long_folder(c.work, c.images)), "--jsonl",
-                    str(jsonl), "--json", "--conf", "0.25"])
+    cli = " ".join(command(c.model, long_folder(c.work, c.images), jsonl))
     script = f"mount -t tmpfs -o size=64k tmpfs '{disk}' && {{ {cli}; rc=$?; cp '{jsonl}' '{kept}/'; exit $rc; }}"
     t0 = time.perf_counter()
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600)
@@ -309,9 +312,9 @@ def fault_disk_full(c: Ctx) -> dict:
 def _start(c: Ctx, jsonl: Path) -> subprocess.Popen:
     jsonl.unlink(missing_ok=True)
     # Ctrl-C as a terminal sends it: a shell runs background jobs with SIGINT ignored, and a child inherits that
-    return subprocess.Popen([*POMONA, "run", str(c.model), "--source", str(long_folder(c.work, c.images)), "--jsonl",
-                             str(jsonl), "--json", "--conf", "0.25"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(command(c.model, long_folder(c.work, c.images), jsonl), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_lines(proc: subprocess.Popen, jsonl: Path, lines: int, timeout: float = 120) -> bool:
